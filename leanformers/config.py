@@ -1,0 +1,185 @@
+"""PretrainedConfig: a model's hyper-parameters, read from and written to config.json.
+
+Attribute names are config.json keys. Keys a family does not know are kept
+as attributes too, so loading and saving a config round-trips every key.
+"""
+
+import copy
+import json
+import os
+from pathlib import Path
+
+CONFIG_NAME = "config.json"
+
+# Keys every config carries, with transformers' defaults.
+COMMON_DEFAULTS = {
+    "architectures": None,
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "return_dict": True,
+    "dtype": None,
+    "id2label": None,
+    "label2id": None,
+    "problem_type": None,
+    "is_encoder_decoder": False,
+    "tie_word_embeddings": True,
+    "use_cache": True,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "pad_token_id": None,
+}
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def read_json(path):
+    """Parse a JSON file, naming the file and the position in the error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+
+
+def write_atomic(path, data: bytes):
+    """Write bytes to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class PretrainedConfig:
+    model_type = ""
+    # The family's own keys and defaults; subclasses fill this in.
+    defaults: dict = {}
+    # Alternative names transformers accepts for an attribute (GPT-2's n_embd -> hidden_size).
+    attribute_map: dict = {}
+
+    def __init__(self, **kwargs):
+        kwargs.pop("model_type", None)
+        kwargs.pop("transformers_version", None)
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        num_labels = kwargs.pop("num_labels", None)
+        values = {**copy.deepcopy(COMMON_DEFAULTS), **copy.deepcopy(self.defaults)}
+        for key, value in kwargs.items():
+            values[self.attribute_map.get(key, key)] = value
+        if values["dtype"] is None and torch_dtype is not None:
+            values["dtype"] = torch_dtype
+        for key, value in values.items():
+            setattr(self, key, value)
+        if self.id2label is not None:
+            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            if num_labels is not None and num_labels != len(self.id2label):
+                raise ValueError(
+                    f"num_labels={num_labels} disagrees with id2label, which has {len(self.id2label)} labels"
+                )
+        else:
+            self.num_labels = num_labels if num_labels is not None else 2
+        if self.label2id is not None:
+            self.label2id = {k: int(v) for k, v in self.label2id.items()}
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
+        self.__post_init__()
+
+    def __post_init__(self):
+        """Derived fields (head_dim, num_key_value_heads, ...); families override."""
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: resolve aliases such as n_embd.
+        alias = type(self).attribute_map.get(name)
+        if alias is not None:
+            return getattr(self, alias)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        super().__setattr__(type(self).attribute_map.get(name, name), value)
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, n):
+        if self.id2label is None or len(self.id2label) != n:
+            self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+            self.label2id = {v: k for k, v in self.id2label.items()}
+
+    @property
+    def torch_dtype(self):
+        return self.dtype
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    # -- dict and JSON ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        return cls(**{**config_dict, **kwargs})
+
+    def to_dict(self) -> dict:
+        out = {"model_type": self.model_type}
+        for key, value in self.__dict__.items():
+            if key.startswith("_"):
+                continue
+            if key == "dtype" and value is not None and not isinstance(value, str):
+                value = str(value).removeprefix("torch.")
+            out[key] = copy.deepcopy(value)
+        return out
+
+    def to_diff_dict(self) -> dict:
+        """Keys whose value differs from the defaults every config has (what transformers prints)."""
+        common = {**COMMON_DEFAULTS, "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+        return {k: v for k, v in self.to_dict().items() if k not in common or common[k] != v}
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    # -- files ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        from .hub import resolve_model_path
+
+        gguf_file = kwargs.pop("gguf_file", None)
+        for key in ("cache_dir", "revision", "token", "local_files_only", "trust_remote_code"):
+            kwargs.pop(key, None)
+        path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file)
+        config_dict = load_config_dict(path)
+        return cls.from_dict(config_dict, **kwargs)
+
+    def save_pretrained(self, save_directory):
+        save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory} is a file")
+        save_directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(save_directory / CONFIG_NAME, self.to_json_string(use_diff=False).encode())
+
+
+def load_config_dict(path) -> dict:
+    """The config dict of a resolved model path: a folder's config.json or a GGUF file's metadata."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from .weights import gguf_config_dict
+
+        return gguf_config_dict(path)
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}; a model folder needs one")
+    config_dict = read_json(config_file)
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{config_file} must hold a JSON object, not {type(config_dict).__name__}")
+    return config_dict

