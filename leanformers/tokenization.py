@@ -1,0 +1,1047 @@
+"""Tokenizers: a PreTrainedTokenizer over the Rust `tokenizers` library, BatchEncoding, chat templates.
+
+A tokenizer comes from a folder (tokenizer.json + tokenizer_config.json + special_tokens_map.json +
+chat_template.jinja, as transformers writes them) or from a GGUF file's metadata (byte-level BPE,
+pre-tokenized the way llama.cpp reads `tokenizer.ggml.pre`). The Rust tokenizer does the work; this
+file keeps the settings transformers keeps beside it (special tokens, padding side, model_max_length,
+chat template) and turns encodings into the dicts, lists and tensors transformers returns.
+"""
+
+import copy
+import functools
+import json
+from datetime import datetime
+from pathlib import Path
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from .config import read_json, write_atomic
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+VERY_LARGE_INTEGER = int(1e30)  # model_max_length when nothing says otherwise (transformers' value)
+LARGE_INTEGER = int(1e20)  # above this, model_max_length means "no limit"
+
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+# tokenizer_class values whose transformers class also returns token_type_ids by default.
+TOKEN_TYPE_IDS_CLASSES = ("BertTokenizer", "ElectraTokenizer", "ConvBertTokenizer", "DebertaTokenizer",
+                          "DebertaV2Tokenizer", "MarkupLMTokenizer", "LayoutLMv2Tokenizer", "FNetTokenizer")
+
+# tokenizer_config.json keys that are about where files were, not about the tokenizer.
+UNSAVED_CONFIG_KEYS = ("name_or_path", "tokenizer_file", "special_tokens_map_file", "auto_map", "added_tokens_decoder",
+                       "vocab_file", "merges_file", "is_local", "local_files_only", "backend", "files_loaded")
+
+# Keys the hub accepts that say nothing about the tokenizer itself.
+HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "trust_remote_code", "use_fast",
+              "force_download", "proxies", "subfolder", "_from_auto")
+
+PADDING_STRATEGIES = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
+TRUNCATION_STRATEGIES = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
+                         "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
+
+
+# -- GGUF: byte-level BPE from the file's metadata -------------------------------------------------------
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# tokenizer.ggml.pre -> the regexes llama.cpp (llama-vocab.cpp) splits text with, applied one after
+# another, each keeping matches and the text between them as separate pieces.
+GGUF_PRE_SPLITS = {
+    "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"],
+    "falcon": [r"[\p{P}\$\+<=>\^~\|`]+", GPT2_REGEX, r"[0-9][0-9][0-9]"],
+    **dict.fromkeys(["gpt-2", "phi-2", "mpt", "olmo", "jais", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es",
+                     "jina-v2-de", "jina-v2-code", "roberta-bpe", "gigachat", "trillion"], [GPT2_REGEX]),
+    **dict.fromkeys(["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"],
+                    [r"\p{N}", GPT2_REGEX]),
+    **dict.fromkeys(["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "dbrx", "smaug-bpe"],
+                    [LLAMA3_REGEX]),
+    **dict.fromkeys(["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"], [QWEN2_REGEX]),
+}
+
+GGUF_TOKEN_CONTROL = 3
+GGUF_TOKEN_USER_DEFINED = 4
+
+
+def gguf_pre_tokenizer(pre: str | None, path):
+    """The `tokenizers` pre-tokenizer for a GGUF `tokenizer.ggml.pre` value, as llama.cpp splits text."""
+    pre = pre or "default"  # llama.cpp's choice for files written before the key existed
+    if pre not in GGUF_PRE_SPLITS:
+        raise ValueError(
+            f"{path}: tokenizer.ggml.pre={pre!r} is not a pre-tokenizer leanformers knows; known: "
+            f"{', '.join(sorted(GGUF_PRE_SPLITS))}"
+        )
+    regexes = GGUF_PRE_SPLITS[pre]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    if regexes == [GPT2_REGEX]:  # ByteLevel's own regex is GPT-2's, as in GPT-2's tokenizer.json
+        return byte_level
+    if regexes == [r"\p{N}", GPT2_REGEX]:  # as SmolLM2's and StarCoder's tokenizer.json spell it
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
+    return pre_tokenizers.Sequence(splits + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+@functools.lru_cache(maxsize=1)
+def byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which byte-level vocabularies are spelled in."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def byte_level_spelling(token: str) -> str:
+    alphabet = byte_alphabet()
+    if set(token) <= set(alphabet.values()):
+        return token
+    return "".join(alphabet[b] for b in token.encode("utf-8"))
+
+
+def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
+    """A byte-level BPE Tokenizer and its tokenizer_config-style settings from a GGUF file."""
+    from .weights import gguf_metadata
+
+    meta = gguf_metadata(path)
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise ValueError(
+            f"{path}: tokenizer.ggml.model={kind!r}; leanformers builds tokenizers from GGUF files with "
+            "byte-level BPE vocabularies ('gpt2'). Load the model's tokenizer.json folder instead."
+        )
+    tokens = meta["tokenizer.ggml.tokens"]
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    kept = (GGUF_TOKEN_CONTROL, GGUF_TOKEN_USER_DEFINED)
+    vocab = {}
+    for index, (token, token_type) in enumerate(zip(tokens, types)):
+        vocab.setdefault(token if token_type in kept else byte_level_spelling(token), index)
+    merges = []
+    for line, merge in enumerate(meta.get("tokenizer.ggml.merges", [])):
+        pair = merge.split(" ")
+        if len(pair) != 2:
+            raise ValueError(f"{path}: tokenizer.ggml.merges[{line}] = {merge!r} is not two tokens joined by a space")
+        merges.append(tuple(pair))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tok.pre_tokenizer = gguf_pre_tokenizer(meta.get("tokenizer.ggml.pre"), path)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, k in zip(tokens, types) if k == GGUF_TOKEN_CONTROL])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t, k in zip(tokens, types) if k == GGUF_TOKEN_USER_DEFINED])
+
+    config = {"add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+              "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+              "tokenizer_class": "PreTrainedTokenizerFast"}
+    for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        token_id = meta.get(f"tokenizer.ggml.{key}")
+        if token_id is not None and 0 <= token_id < len(tokens):
+            config[name] = tokens[token_id]
+    if meta.get("tokenizer.chat_template"):
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    return tok, config
+
+
+# -- folders ---------------------------------------------------------------------------------------------
+def token_content(value):
+    """A special-token value from a config file ("<s>", {"content": "<s>", ...}, AddedToken) as a string."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, AddedToken):
+        return value.content
+    if isinstance(value, dict) and "content" in value:
+        return value["content"]
+    raise ValueError(f"a special token must be a string or an object with 'content', got {value!r}")
+
+
+def read_config_object(path) -> dict:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def load_folder_config(folder: Path) -> dict:
+    """tokenizer_config.json, completed by special_tokens_map.json and chat_template.jinja, as transformers reads them."""
+    config_file = folder / TOKENIZER_CONFIG_FILE
+    config = read_config_object(config_file) if config_file.is_file() else {}
+    special_file = folder / SPECIAL_TOKENS_MAP_FILE
+    if special_file.is_file():
+        special = read_config_object(special_file)
+        # A config with added_tokens_decoder is authoritative; older ones defer to special_tokens_map.json.
+        for key, value in special.items():
+            if "added_tokens_decoder" not in config or key not in config:
+                config[key] = value
+    template_file = folder / CHAT_TEMPLATE_FILE
+    if template_file.is_file():
+        config["chat_template"] = template_file.read_text(encoding="utf-8")
+    return config
+
+
+# -- chat templates --------------------------------------------------------------------------------------
+def _template_error(message):
+    from jinja2.exceptions import TemplateError
+
+    raise TemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # Jinja's own tojson escapes HTML characters, which chat templates must not do.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt):
+    return datetime.now().strftime(fmt)
+
+
+@functools.lru_cache(maxsize=32)
+def compile_chat_template(template: str):
+    """A chat template compiled in jinja2's immutable sandbox, with the helpers transformers gives templates."""
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(Extension):
+        """`{% generation %}...{% endgeneration %}` marks assistant text; rendering keeps the text as is."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    class Namespace(jinja2.utils.Namespace):
+        """namespace() that refuses underscore names, so templates cannot reach Python internals through it."""
+
+        def __init__(*args, **kwargs):
+            self, args = args[0], args[1:]
+            attrs = dict(*args, **kwargs)
+            for name in attrs:
+                Namespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name, value):
+            Namespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"chat templates cannot set {name!r} on a namespace")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationBlock, loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _template_error
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["namespace"] = Namespace
+    return env.from_string(template)
+
+
+def plain_template_data(value):
+    """A copy of `value` built from JSON types only, so a template sees no object with methods to abuse."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, dict):
+        return {plain_template_data(k): plain_template_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_template_data(v) for v in value]
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):  # numpy / torch scalars
+        return plain_template_data(value.item())
+    return f"<{type(value).__name__}>"
+
+
+def check_conversation(conversation, index=None) -> list[dict]:
+    """Messages as plain dicts without None values; each must be a dict with a string 'role'."""
+    where = "conversation" if index is None else f"conversation {index}"
+    if not isinstance(conversation, (list, tuple)):
+        raise TypeError(f"{where} must be a list of messages (dicts with 'role' and 'content'), "
+                        f"got {type(conversation).__name__}")
+    messages = []
+    for i, message in enumerate(conversation):
+        if not isinstance(message, dict):
+            raise TypeError(f"{where}, message {i}: expected a dict with 'role' and 'content', "
+                            f"got {type(message).__name__}: {message!r}")
+        if not isinstance(message.get("role"), str):
+            raise ValueError(f"{where}, message {i} has no 'role' (a string such as 'user', 'assistant', "
+                             f"'system'); its keys are {sorted(message)}")
+        messages.append(plain_template_data({k: v for k, v in message.items() if v is not None}))
+    return messages
+
+
+CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+def tag_final_message(messages: list[dict], field: str):
+    """Append a marker to the last message's text so the rendered chat can be cut right after it."""
+    if not messages:
+        raise ValueError("continue_final_message is set but the conversation is empty")
+    final = messages[-1].get(field)
+    if isinstance(final, str):
+        messages[-1][field] = final + CONTINUE_TAG
+        return final
+    if isinstance(final, list):
+        for block in reversed(final):
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                text = block["text"]
+                block["text"] = text + CONTINUE_TAG
+                return text
+    raise ValueError(f"continue_final_message is set but the final message has no text in {field!r} to continue")
+
+
+def cut_after_final_message(rendered: str, final_text: str) -> str:
+    at = rendered.rfind(CONTINUE_TAG.strip())
+    if at < 0 or final_text.strip() not in rendered:
+        raise ValueError("continue_final_message is set but the chat template dropped the final message's text; "
+                         f"rendered chat:\n{rendered}")
+    if rendered[at: at + len(CONTINUE_TAG)] == CONTINUE_TAG:
+        return rendered[:at]
+    return rendered[:at].rstrip()  # the template trimmed trailing space after the marker
+
+
+# -- outputs ---------------------------------------------------------------------------------------------
+def to_tensor(value, tensor_type: str, key: str):
+    """A (nested) list of numbers as a torch or numpy array, or a clear error when rows differ in length."""
+    if isinstance(value, list) and value and isinstance(value[0], list) and len({len(v) for v in value}) > 1:
+        raise ValueError(
+            f"cannot make a tensor of {key!r}: its sequences have different lengths "
+            f"({sorted({len(v) for v in value})}); pass padding=True (and truncation=True) to get equal lengths"
+        )
+    if tensor_type == "pt":
+        import torch
+
+        return value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    import numpy as np
+
+    return np.asarray(value)
+
+
+def check_tensor_type(return_tensors):
+    if return_tensors not in (None, "pt", "np"):
+        raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
+
+
+class BatchEncoding(dict):
+    """What a tokenizer returns: a dict (input_ids, attention_mask, ...) with attribute access.
+
+    `encodings` keeps the Rust `tokenizers.Encoding` per sequence (tokens, offsets, word ids).
+    """
+
+    def __init__(self, data=None, encodings=None, tensor_type=None):
+        super().__init__(data or {})
+        self._encodings = encodings
+        if tensor_type is not None:
+            self.convert_to_tensors(tensor_type)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "_encodings":
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no {name!r}; it holds {list(self.keys())}") from None
+
+    def __getitem__(self, item):
+        if isinstance(item, str):
+            return super().__getitem__(item)
+        if isinstance(item, int) and self._encodings is not None:
+            return self._encodings[item]
+        if isinstance(item, slice):
+            return {key: value[item] for key, value in self.items()}
+        raise KeyError(item)
+
+    def __getstate__(self):
+        return {"data": dict(self), "encodings": self._encodings}
+
+    def __setstate__(self, state):
+        self.update(state["data"])
+        self._encodings = state["encodings"]
+
+    def __reduce__(self):
+        return (BatchEncoding, (dict(self), self._encodings))
+
+    @property
+    def encodings(self):
+        return self._encodings
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        return self._encoding(batch_index).tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        return self._encoding(batch_index).word_ids
+
+    def _encoding(self, batch_index):
+        if self._encodings is None:
+            raise ValueError("this BatchEncoding was not made by a tokenizer, so it has no tokens or word ids")
+        return self._encodings[batch_index]
+
+    def convert_to_tensors(self, tensor_type):
+        check_tensor_type(tensor_type)
+        if tensor_type is not None:
+            for key, value in self.items():
+                self[key] = to_tensor(value, tensor_type, key)
+        return self
+
+    def to(self, device):
+        """Move every tensor to `device` (a string, torch.device or int); other values are kept."""
+        import torch
+
+        for key, value in self.items():
+            if isinstance(value, torch.Tensor):
+                self[key] = value.to(device)
+        return self
+
+
+def to_id_list(ids):
+    """Token ids (int, list, tuple, numpy array, torch tensor) as plain Python ints / lists."""
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if isinstance(ids, (list, tuple)):
+        return [to_id_list(i) for i in ids]
+    return int(ids)
+
+
+# -- the tokenizer ---------------------------------------------------------------------------------------
+class PreTrainedTokenizer:
+    """A fast tokenizer: a `tokenizers.Tokenizer` plus the settings transformers keeps beside it."""
+
+    padding_side = "right"
+    truncation_side = "right"
+
+    def __init__(self, tokenizer_object: Tokenizer | None = None, tokenizer_file=None, name_or_path="", **config):
+        if tokenizer_object is None:
+            if tokenizer_file is None:
+                raise ValueError("PreTrainedTokenizer needs tokenizer_object= (a tokenizers.Tokenizer) or "
+                                 "tokenizer_file= (a tokenizer.json path)")
+            tokenizer_object = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer = tokenizer_object
+        # Padding and truncation are set per call; what tokenizer.json carries would leak into every call.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.name_or_path = str(name_or_path)
+        self.init_kwargs = copy.deepcopy({k: v for k, v in config.items() if k not in UNSAVED_CONFIG_KEYS})
+
+        self.model_max_length = int(config.get("model_max_length") or VERY_LARGE_INTEGER)
+        self.padding_side = self._check_side("padding_side", config.get("padding_side", "right"))
+        self.truncation_side = self._check_side("truncation_side", config.get("truncation_side", "right"))
+        self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
+        self.tokenizer_class = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
+        self.model_input_names = list(config.get("model_input_names") or self._default_input_names())
+        self.chat_template = config.get("chat_template")
+        if isinstance(self.chat_template, list):  # [{"name": ..., "template": ...}, ...]
+            self.chat_template = {t["name"]: t["template"] for t in self.chat_template}
+
+        self._special_tokens = {name: token_content(config.get(name)) for name in SPECIAL_TOKEN_NAMES}
+        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+        self._extra_special_tokens = [token_content(t) for t in (extra.values() if isinstance(extra, dict) else extra)]
+        self._add_saved_added_tokens(config.get("added_tokens_decoder") or {})
+        self._add_missing_special_tokens()
+
+        self._add_bos_token = bool(config.get("add_bos_token", False))
+        self._add_eos_token = bool(config.get("add_eos_token", False))
+        self._manage_post_processor = (
+            "add_bos_token" in config or "add_eos_token" in config or self._tokenizer.post_processor is None
+        )
+        if self._manage_post_processor:
+            self.update_post_processor()
+
+    # -- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *inputs, gguf_file=None, **kwargs):
+        from .hub import resolve_model_path
+
+        if inputs:
+            raise TypeError(f"from_pretrained takes keyword arguments only after the path, got {inputs!r}")
+        revision, cache_dir = kwargs.get("revision"), kwargs.get("cache_dir")
+        for key in HUB_KWARGS:
+            kwargs.pop(key, None)
+        path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file,
+                                  revision=revision, cache_dir=cache_dir)
+        if path.suffix == ".gguf":
+            backend, config = tokenizer_from_gguf(path)
+        else:
+            tokenizer_file = path / TOKENIZER_FILE
+            if not tokenizer_file.is_file():
+                present = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+                raise FileNotFoundError(
+                    f"{path} has no {TOKENIZER_FILE}; a tokenizer folder needs {TOKENIZER_FILE} "
+                    f"(with optional {TOKENIZER_CONFIG_FILE}, {SPECIAL_TOKENS_MAP_FILE}, {CHAT_TEMPLATE_FILE}), "
+                    f"or pass gguf_file= for a GGUF file. The folder holds: {present or 'nothing'}"
+                )
+            try:
+                backend = Tokenizer.from_file(str(tokenizer_file))
+            except Exception as err:
+                raise ValueError(f"{tokenizer_file} is not a tokenizers file: {err}") from None
+            config = load_folder_config(path)
+        config.update(kwargs)
+        config["name_or_path"] = str(pretrained_model_name_or_path)
+        return cls(tokenizer_object=backend, **config)
+
+    @staticmethod
+    def _check_side(name, side):
+        if side not in ("left", "right"):
+            raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
+        return side
+
+    def _default_input_names(self):
+        name = self.tokenizer_class.removesuffix("Fast")
+        if name in TOKEN_TYPE_IDS_CLASSES:
+            return ["input_ids", "token_type_ids", "attention_mask"]
+        return ["input_ids", "attention_mask"]
+
+    def _add_saved_added_tokens(self, added_tokens_decoder: dict):
+        """Add the tokens tokenizer_config.json lists that tokenizer.json does not already have."""
+        have = {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
+        for index in sorted(added_tokens_decoder, key=int):
+            entry = added_tokens_decoder[index]
+            token = entry if isinstance(entry, AddedToken) else AddedToken(**{
+                k: v for k, v in entry.items() if k != "__type"})
+            if token.content not in have:
+                self._tokenizer.add_tokens([token])
+                have.add(token.content)
+
+    def _add_missing_special_tokens(self):
+        have = {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
+        missing = [t for t in [*self._special_tokens.values(), *self._extra_special_tokens] if t and t not in have]
+        if missing:
+            self._tokenizer.add_special_tokens(
+                [AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(missing)])
+
+    def update_post_processor(self):
+        """Rebuild the post-processor from add_bos_token / add_eos_token and the bos / eos tokens."""
+        bos, eos = self.bos_token, self.eos_token
+        add_bos = self._add_bos_token and bos is not None
+        add_eos = self._add_eos_token and eos is not None
+        single = " ".join([f"{bos}:0"] * add_bos + ["$A:0"] + [f"{eos}:0"] * add_eos)
+        pair = " ".join([single] + [f"{bos}:1"] * add_bos + ["$B:1"] + [f"{eos}:1"] * add_eos)
+        special = [(bos, self.bos_token_id)] * add_bos + [(eos, self.eos_token_id)] * add_eos
+        self._tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair,
+                                                                        special_tokens=special)
+
+    @property
+    def add_bos_token(self) -> bool:
+        return self._add_bos_token
+
+    @add_bos_token.setter
+    def add_bos_token(self, value):
+        self._add_bos_token = bool(value)
+        self._manage_post_processor = True
+        self.update_post_processor()
+
+    @property
+    def add_eos_token(self) -> bool:
+        return self._add_eos_token
+
+    @add_eos_token.setter
+    def add_eos_token(self, value):
+        self._add_eos_token = bool(value)
+        self._manage_post_processor = True
+        self.update_post_processor()
+
+    # -- special tokens ---------------------------------------------------------------------------------
+    def _get_special(self, name):
+        return self._special_tokens[name]
+
+    def _set_special(self, name, value):
+        self._special_tokens[name] = token_content(value)
+        if self._special_tokens[name] is not None:
+            self._add_missing_special_tokens()
+        if name in ("bos_token", "eos_token") and getattr(self, "_manage_post_processor", False):
+            self.update_post_processor()
+
+    def _get_special_id(self, name):
+        token = self._special_tokens[name]
+        return None if token is None else self.convert_tokens_to_ids(token)
+
+    def _set_special_id(self, name, value):
+        if value is None:
+            self._set_special(name, None)
+            return
+        token = self._tokenizer.id_to_token(int(value))
+        if token is None:
+            raise ValueError(f"{name}_id={value} is not in the vocabulary (size {len(self)})")
+        self._set_special(name, token)
+
+    @property
+    def special_tokens_map(self) -> dict:
+        """The named special tokens that are set (bos_token, eos_token, ...), as strings."""
+        out = {name: token for name, token in self._special_tokens.items() if token is not None}
+        if self._extra_special_tokens:
+            out["additional_special_tokens"] = list(self._extra_special_tokens)
+        return out
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        named = [t for t in self._special_tokens.values() if t is not None]
+        return list(dict.fromkeys(named + self._extra_special_tokens))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        return list(self._extra_special_tokens)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedToken]:
+        return dict(sorted(self._tokenizer.get_added_tokens_decoder().items()))
+
+    @property
+    def added_tokens_encoder(self) -> dict[str, int]:
+        return {t.content: i for i, t in self.added_tokens_decoder.items()}
+
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Add tokens to the vocabulary; returns how many were new."""
+        if isinstance(new_tokens, (str, AddedToken)):
+            new_tokens = [new_tokens]
+        if special_tokens:
+            return self._tokenizer.add_special_tokens(list(new_tokens))
+        return self._tokenizer.add_tokens(list(new_tokens))
+
+    def add_special_tokens(self, special_tokens_dict: dict) -> int:
+        """Set named special tokens (and additional_special_tokens), adding them to the vocabulary."""
+        before = len(self)
+        for name, value in special_tokens_dict.items():
+            if name in ("additional_special_tokens", "extra_special_tokens"):
+                self._extra_special_tokens = list(dict.fromkeys(
+                    self._extra_special_tokens + [token_content(v) for v in value]))
+                self._add_missing_special_tokens()
+            elif name in SPECIAL_TOKEN_NAMES:
+                self._set_special(name, value)
+            else:
+                raise ValueError(f"{name!r} is not a special token name; use one of {SPECIAL_TOKEN_NAMES} "
+                                 "or 'additional_special_tokens'")
+        return len(self) - before
+
+    # -- vocabulary ------------------------------------------------------------------------------------
+    @property
+    def backend_tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base vocabulary, without added tokens."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens):
+        if tokens is None:
+            return None
+        if isinstance(tokens, str):
+            index = self._tokenizer.token_to_id(tokens)
+            return self.unk_token_id if index is None else index
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False):
+        ids = to_id_list(ids)
+        if isinstance(ids, int):
+            return self._tokenizer.id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._tokenizer.id_to_token(i) for i in ids if i not in skip]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        decoder = self._tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
+    # -- encoding --------------------------------------------------------------------------------------
+    def __call__(self, text=None, text_pair=None, add_special_tokens: bool = True, padding=False, truncation=None,
+                 max_length: int | None = None, stride: int = 0, is_split_into_words: bool = False,
+                 pad_to_multiple_of: int | None = None, padding_side: str | None = None, return_tensors=None,
+                 return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
+                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
+                 return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
+                 **kwargs) -> BatchEncoding:
+        if kwargs:
+            raise TypeError(f"tokenizer() got unsupported arguments: {', '.join(sorted(kwargs))}")
+        if text is None:
+            raise ValueError("tokenizer() needs text: a string, or a list of strings for a batch")
+        check_tensor_type(return_tensors)
+        batched = self._is_batched(text, is_split_into_words)
+        texts = list(text) if batched else [text]
+        self._check_texts("text", texts, is_split_into_words)
+        if text_pair is not None:
+            pairs = list(text_pair) if batched else [text_pair]
+            if batched and isinstance(text_pair, str):
+                raise TypeError("for a batch of texts, text_pair must be a list of the same length, not a string")
+            if len(pairs) != len(texts):
+                raise ValueError(f"text has {len(texts)} items but text_pair has {len(pairs)}")
+            self._check_texts("text_pair", pairs, is_split_into_words)
+            inputs = list(zip(texts, pairs))
+        else:
+            inputs = texts
+
+        padding_strategy, truncation_strategy, max_length = self._strategies(padding, truncation, max_length,
+                                                                             pad_to_multiple_of)
+        self._configure_backend(padding_strategy, truncation_strategy, max_length, stride, pad_to_multiple_of,
+                                padding_side)
+        encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                 is_pretokenized=is_split_into_words)
+        if return_overflowing_tokens:
+            groups = [[e, *e.overflowing] for e in encodings]
+            mapping = [i for i, group in enumerate(groups) for _ in group]
+            encodings = [e for group in groups for e in group]
+
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        data = {"input_ids": [e.ids for e in encodings]}
+        if return_token_type_ids:
+            data["token_type_ids"] = [e.type_ids for e in encodings]
+        if return_attention_mask:
+            data["attention_mask"] = [e.attention_mask for e in encodings]
+        if return_special_tokens_mask:
+            data["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
+        if return_offsets_mapping:
+            data["offset_mapping"] = [e.offsets for e in encodings]
+        if return_length:
+            data["length"] = [len(e.ids) for e in encodings]
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = mapping
+        elif not batched and return_tensors is None:
+            data = {key: value[0] for key, value in data.items()}
+        return BatchEncoding(data, encodings, tensor_type=return_tensors)
+
+    @staticmethod
+    def _is_batched(text, is_split_into_words):
+        if is_split_into_words:
+            return isinstance(text, (list, tuple)) and len(text) > 0 and isinstance(text[0], (list, tuple))
+        return isinstance(text, (list, tuple))
+
+    @staticmethod
+    def _check_texts(name, texts, is_split_into_words):
+        for i, item in enumerate(texts):
+            if is_split_into_words:
+                ok = isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item)
+                expected = "a list of words (strings)"
+            elif name == "text" and isinstance(item, tuple) and len(item) == 2:
+                ok = all(isinstance(part, str) for part in item)  # (text, text_pair) given as one item
+                expected = "a string or a (text, text_pair) pair of strings"
+            else:
+                ok = isinstance(item, str)
+                expected = "a string"
+            if not ok:
+                raise TypeError(f"{name}[{i}] is {type(item).__name__} ({item!r:.60}), expected {expected}")
+
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
+        """transformers' rules for turning padding / truncation / max_length into what to do."""
+        if padding not in PADDING_STRATEGIES:
+            raise ValueError(f"padding must be one of {list(PADDING_STRATEGIES)}, got {padding!r}")
+        if truncation not in TRUNCATION_STRATEGIES:
+            raise ValueError(f"truncation must be one of {list(TRUNCATION_STRATEGIES)}, got {truncation!r}")
+        if max_length is not None and padding is False and truncation is None:
+            truncation = "longest_first"  # max_length alone means truncate to it
+        padding_strategy = PADDING_STRATEGIES[padding]
+        truncation_strategy = TRUNCATION_STRATEGIES[truncation]
+        if max_length is None:
+            limited = self.model_max_length <= LARGE_INTEGER
+            if padding_strategy == "max_length":
+                padding_strategy = padding_strategy if limited else None
+                max_length = self.model_max_length if limited else None
+            if truncation_strategy is not None:
+                truncation_strategy = truncation_strategy if limited else None
+                max_length = self.model_max_length if limited else max_length
+        if padding_strategy is not None and (self.pad_token is None or self.pad_token_id is None):
+            raise ValueError(
+                "Asking to pad but the tokenizer has no padding token. Set one first, for example "
+                "`tokenizer.pad_token = tokenizer.eos_token`, or add one with "
+                "`tokenizer.add_special_tokens({'pad_token': '[PAD]'})`."
+            )
+        if (truncation_strategy and padding_strategy and pad_to_multiple_of and max_length
+                and max_length % pad_to_multiple_of):
+            raise ValueError(f"truncation length {max_length} is not a multiple of pad_to_multiple_of="
+                             f"{pad_to_multiple_of}, so padding would exceed it")
+        return padding_strategy, truncation_strategy, max_length
+
+    def _configure_backend(self, padding_strategy, truncation_strategy, max_length, stride, pad_to_multiple_of,
+                           padding_side):
+        if truncation_strategy is None:
+            self._tokenizer.no_truncation()
+        else:
+            self._tokenizer.enable_truncation(max_length, stride=stride, strategy=truncation_strategy,
+                                              direction=self.truncation_side)
+        if padding_strategy is None:
+            self._tokenizer.no_padding()
+        else:
+            side = self._check_side("padding_side", padding_side or self.padding_side)
+            self._tokenizer.enable_padding(
+                direction=side, pad_id=self.pad_token_id, pad_type_id=0, pad_token=self.pad_token,
+                length=max_length if padding_strategy == "max_length" else None,
+                pad_to_multiple_of=pad_to_multiple_of,
+            )
+
+    def encode(self, text, text_pair=None, add_special_tokens: bool = True, padding=False, truncation=None,
+               max_length=None, return_tensors=None, **kwargs):
+        """The ids of one text (a list, or a (1, T) tensor with return_tensors)."""
+        if not isinstance(text, str) and not kwargs.get("is_split_into_words"):
+            raise TypeError(f"encode takes one string, got {type(text).__name__}; call the tokenizer for a batch")
+        out = self(text, text_pair=text_pair, add_special_tokens=add_special_tokens, padding=padding,
+                   truncation=truncation, max_length=max_length, return_tensors=return_tensors, **kwargs)
+        return out["input_ids"]
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        return self(text, text_pair=pair, add_special_tokens=add_special_tokens, **kwargs).tokens()
+
+    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
+            return_attention_mask=None, return_tensors=None, verbose=True) -> BatchEncoding:
+        """Pad already-tokenized inputs (a dict of lists, or a list of dicts as a collator gets them)."""
+        check_tensor_type(return_tensors)
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not encoded_inputs or not isinstance(encoded_inputs[0], dict):
+                raise TypeError("pad takes a dict of lists or a list of dicts with 'input_ids'")
+            encoded_inputs = {key: [to_id_list(f[key]) for f in encoded_inputs] for key in encoded_inputs[0]}
+        else:
+            encoded_inputs = {key: to_id_list(value) for key, value in encoded_inputs.items()}
+        if "input_ids" not in encoded_inputs:
+            raise ValueError(f"pad needs 'input_ids'; got {list(encoded_inputs)}")
+        single = bool(encoded_inputs["input_ids"]) and isinstance(encoded_inputs["input_ids"][0], int)
+        if single:
+            encoded_inputs = {key: [value] for key, value in encoded_inputs.items()}
+        ids = encoded_inputs["input_ids"]
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask and "attention_mask" not in encoded_inputs:
+            encoded_inputs["attention_mask"] = [[1] * len(row) for row in ids]
+        strategy = PADDING_STRATEGIES.get(padding, "invalid")
+        if strategy == "invalid":
+            raise ValueError(f"padding must be one of {list(PADDING_STRATEGIES)}, got {padding!r}")
+        if strategy is not None:
+            if self.pad_token_id is None:
+                raise ValueError("Asking to pad but the tokenizer has no padding token. Set one first, for example "
+                                 "`tokenizer.pad_token = tokenizer.eos_token`.")
+            target = max((len(row) for row in ids), default=0)
+            if strategy == "max_length":
+                target = max_length if max_length is not None else self.model_max_length
+            if pad_to_multiple_of and target % pad_to_multiple_of:
+                target += pad_to_multiple_of - target % pad_to_multiple_of
+            side = self._check_side("padding_side", padding_side or self.padding_side)
+            fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0,
+                    "special_tokens_mask": 1}
+            for key, value in fill.items():
+                if key in encoded_inputs:
+                    encoded_inputs[key] = [pad_row(row, target, value, side) for row in encoded_inputs[key]]
+        if single and return_tensors is None:
+            encoded_inputs = {key: value[0] for key, value in encoded_inputs.items()}
+        return BatchEncoding(encoded_inputs, tensor_type=return_tensors)
+
+    # -- decoding --------------------------------------------------------------------------------------
+    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs):
+        """Text of a sequence of ids (list, tuple, tensor, array); a batch of sequences gives a list of texts."""
+        ids = to_id_list(token_ids)
+        if isinstance(ids, int):
+            ids = [ids]
+        if ids and isinstance(ids[0], list):
+            return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
+        text = self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        # The clean-up is for WordPiece output; on BPE it would delete real spaces before punctuation.
+        if clean and type(self._tokenizer.model).__name__ != "BPE":
+            text = clean_up_tokenization(text)
+        return text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
+                     **kwargs) -> list[str]:
+        rows = to_id_list(sequences)
+        if rows and not isinstance(rows[0], list):
+            rows = [rows]
+        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in rows]
+
+    # -- chat templates --------------------------------------------------------------------------------
+    def get_chat_template(self, chat_template=None, tools=None) -> str:
+        template = chat_template if chat_template is not None else self.chat_template
+        if isinstance(template, dict):
+            if chat_template is not None and chat_template in template:
+                return template[chat_template]
+            name = "tool_use" if tools is not None and "tool_use" in template else "default"
+            if name not in template:
+                raise ValueError(f"this tokenizer has named chat templates {sorted(template)}; pick one with "
+                                 "chat_template=<name>")
+            return template[name]
+        if isinstance(self.chat_template, dict) and isinstance(chat_template, str) and chat_template in self.chat_template:
+            return self.chat_template[chat_template]
+        if not template:
+            raise ValueError(
+                f"the tokenizer {self.name_or_path or ''} has no chat template, so apply_chat_template cannot "
+                "format a conversation. Set tokenizer.chat_template to a Jinja template, or pass chat_template=."
+            )
+        return template
+
+    def apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
+                            add_generation_prompt: bool = False, continue_final_message=False, tokenize: bool = True,
+                            padding=False, truncation: bool = False, max_length=None, return_tensors=None,
+                            return_dict: bool = False, tokenizer_kwargs=None, **template_kwargs):
+        """Render a conversation (or a list of them) with the chat template; ids unless tokenize=False.
+
+        The rendered text already holds the special tokens the template writes, so it is tokenized
+        without adding special tokens again (no second BOS).
+        """
+        template = self.get_chat_template(chat_template, tools)
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot both be set: one continues "
+                             "the last message, the other starts a new assistant message")
+        batched = (isinstance(conversation, (list, tuple)) and len(conversation) > 0
+                   and isinstance(conversation[0], (list, tuple)))
+        conversations = list(conversation) if batched else [conversation]
+        conversations = [check_conversation(c, i if batched else None) for i, c in enumerate(conversations)]
+        tools = self._check_tools(tools)
+        compiled = compile_chat_template(template)
+        variables = plain_template_data({**self.special_tokens_map, **template_kwargs})
+        field = continue_final_message if isinstance(continue_final_message, str) else "content"
+        rendered = []
+        for messages in conversations:
+            final_text = tag_final_message(messages, field) if continue_final_message else None
+            text = compiled.render(messages=messages, tools=tools, documents=plain_template_data(documents),
+                                   add_generation_prompt=add_generation_prompt, **variables)
+            rendered.append(cut_after_final_message(text, final_text) if continue_final_message else text)
+        if not tokenize:
+            return rendered if batched else rendered[0]
+        out = self(rendered if batched else rendered[0], add_special_tokens=False, padding=padding,
+                   truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                   **(tokenizer_kwargs or {}))
+        return out if return_dict else out["input_ids"]
+
+    @staticmethod
+    def _check_tools(tools):
+        if tools is None:
+            return None
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                raise TypeError(f"tools[{i}] is {type(tool).__name__}; pass each tool as a JSON-schema dict "
+                                "({'type': 'function', 'function': {'name': ..., 'parameters': ...}})")
+        return plain_template_data(list(tools))
+
+    # -- saving ----------------------------------------------------------------------------------------
+    def tokenizer_config(self) -> dict:
+        """What tokenizer_config.json holds for this tokenizer."""
+        config = {k: v for k, v in copy.deepcopy(self.init_kwargs).items() if k not in SPECIAL_TOKEN_NAMES}
+        for key in ("additional_special_tokens", "extra_special_tokens", "chat_template"):
+            config.pop(key, None)
+        config.update({
+            "added_tokens_decoder": {str(i): added_token_dict(t) for i, t in self.added_tokens_decoder.items()},
+            "add_bos_token": self.add_bos_token,
+            "add_eos_token": self.add_eos_token,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+            "model_input_names": list(self.model_input_names),
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "tokenizer_class": self.tokenizer_class,
+        })
+        config.update({name: token for name, token in self._special_tokens.items() if token is not None})
+        if self._extra_special_tokens:
+            config["extra_special_tokens"] = list(self._extra_special_tokens)
+        if self.chat_template:
+            template = self.chat_template
+            config["chat_template"] = ([{"name": k, "template": v} for k, v in template.items()]
+                                       if isinstance(template, dict) else template)
+        return config
+
+    def save_pretrained(self, save_directory, **kwargs) -> tuple[str, ...]:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json, each atomically.
+
+        Everything is serialized before the first file is written, so a value that cannot be saved
+        leaves the folder as it was.
+        """
+        save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory} is a file")
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        files = {
+            TOKENIZER_FILE: self._tokenizer.to_str(pretty=True),
+            TOKENIZER_CONFIG_FILE: dump_json(self.tokenizer_config(), TOKENIZER_CONFIG_FILE),
+            SPECIAL_TOKENS_MAP_FILE: dump_json(self.special_tokens_map, SPECIAL_TOKENS_MAP_FILE),
+        }
+        save_directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in files.items():
+            write_atomic(save_directory / name, text.encode("utf-8"))
+            written.append(str(save_directory / name))
+        return tuple(written)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
+                f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
+                f"special_tokens={self.special_tokens_map})")
+
+
+def _special_token_property(name):
+    return property(lambda self: self._get_special(name), lambda self, value: self._set_special(name, value),
+                    doc=f"The {name.replace('_', ' ')} as a string, or None.")
+
+
+def _special_id_property(name):
+    return property(lambda self: self._get_special_id(name), lambda self, value: self._set_special_id(name, value),
+                    doc=f"The id of the {name.replace('_', ' ')}, or None.")
+
+
+for _name in SPECIAL_TOKEN_NAMES:
+    setattr(PreTrainedTokenizer, _name, _special_token_property(_name))
+    setattr(PreTrainedTokenizer, f"{_name}_id", _special_id_property(_name))
+
+
+def pad_row(row: list, target: int, value, side: str) -> list:
+    fill = [value] * max(target - len(row), 0)
+    return row + fill if side == "right" else fill + row
+
+
+def added_token_dict(token: AddedToken) -> dict:
+    return {"content": token.content, "lstrip": token.lstrip, "normalized": token.normalized,
+            "rstrip": token.rstrip, "single_word": token.single_word, "special": token.special}
+
+
+def dump_json(data, name) -> str:
+    try:
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    except TypeError as err:
+        raise TypeError(f"cannot save {name}: {err}") from None
+
+
+def clean_up_tokenization(text: str) -> str:
+    """Undo the spaces WordPiece decoding puts before punctuation and contractions."""
+    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(spaced, joined)
+    return text
+
+
+PreTrainedTokenizerFast = PreTrainedTokenizer
+
+
+class AutoTokenizer:
+    """AutoTokenizer.from_pretrained: every tokenizer here is a PreTrainedTokenizer."""
+
+    def __init__(self):
+        raise TypeError("AutoTokenizer is not instantiated; use AutoTokenizer.from_pretrained(name_or_path)")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *inputs, gguf_file=None, **kwargs) -> PreTrainedTokenizer:
+        return PreTrainedTokenizer.from_pretrained(pretrained_model_name_or_path, *inputs, gguf_file=gguf_file,
+                                                   **kwargs)
