@@ -7,7 +7,9 @@ keys, q/k rows un-permuted; the result is cached as safetensors).
 Writes safetensors atomically.
 """
 
+import functools
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -143,14 +145,29 @@ def gguf_architecture(path, fields) -> str:
 
 
 def gguf_metadata(path) -> dict:
-    """The GGUF file's metadata key/values (tokenizer.ggml.*, general.*, llama.*)."""
-    return gguf_fields(gguf_reader(path))
+    """The GGUF file's metadata key/values (tokenizer.ggml.*, general.*, llama.*), plus the
+    tensor names under "gguf.tensor_names". Parsing the tokenizer arrays takes the gguf
+    package seconds, so the result is cached as JSON keyed by the file's content."""
+    cache_file = gguf_cache_path(path, "metadata.json")
+    if cache_file.is_file():
+        try:
+            return json.loads(cache_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cache_file.unlink(missing_ok=True)
+    reader = gguf_reader(path)
+    fields = gguf_fields(reader)
+    fields["gguf.tensor_names"] = [t.name for t in reader.tensors]
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file, json.dumps(fields).encode())
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return fields
 
 
 def gguf_config_dict(path) -> dict:
     """A Llama config.json dict built from a GGUF file's metadata."""
-    reader = gguf_reader(path)
-    fields = gguf_fields(reader)
+    fields = gguf_metadata(path)
     arch = gguf_architecture(path, fields)
 
     def get(key, default=None):
@@ -158,7 +175,7 @@ def gguf_config_dict(path) -> dict:
 
     n_heads = get("attention.head_count")
     hidden = get("embedding_length")
-    tensor_names = {t.name for t in reader.tensors}
+    tensor_names = set(fields["gguf.tensor_names"])
     tokens = fields.get("tokenizer.ggml.tokens")
     config = {
         "model_type": "llama",
@@ -222,12 +239,11 @@ def dequantize_gguf(path) -> dict:
             array = quants.dequantize(tensor.data, tensor.tensor_type)
         except NotImplementedError:
             raise ValueError(f"{path}: tensor {tensor.name} has type {tensor.tensor_type.name}, which cannot be dequantized") from None
-        array = np.asarray(array, dtype=np.float32)
         if name.endswith(("q_proj.weight", "q_proj.bias")):
             array = unpermute_rows(array, n_heads)
         elif name.endswith(("k_proj.weight", "k_proj.bias")):
             array = unpermute_rows(array, n_kv_heads)
-        state_dict[name] = torch.from_numpy(np.ascontiguousarray(array))
+        state_dict[name] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
     return state_dict
 
 
@@ -248,11 +264,22 @@ def leanformers_cache_dir() -> Path:
 GGUF_CACHE_VERSION = "1"
 
 
+@functools.lru_cache(maxsize=16)
+def cached_file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
+def gguf_cache_path(path, suffix: str) -> Path:
+    """Where a conversion of this GGUF file is cached; the name changes whenever the file's bytes do."""
+    stat = os.stat(path)
+    digest = cached_file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = hashlib.sha256(f"{GGUF_CACHE_VERSION}:{digest}".encode()).hexdigest()[:32]
+    return leanformers_cache_dir() / "gguf" / f"{Path(path).stem}-{key}.{suffix}"
+
+
 def load_gguf_state_dict(path) -> dict:
     """Dequantized fp32 weights of a GGUF file, cached as safetensors keyed by the file's content."""
-    path = Path(path)
-    key = hashlib.sha256(f"{GGUF_CACHE_VERSION}:{file_digest(path)}".encode()).hexdigest()[:32]
-    cache_file = leanformers_cache_dir() / "gguf" / f"{path.stem}-{key}.safetensors"
+    cache_file = gguf_cache_path(path, "safetensors")
     if cache_file.is_file():
         try:
             return read_safetensors(cache_file)

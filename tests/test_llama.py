@@ -1,0 +1,189 @@
+"""Llama family against transformers: the same checkpoint loaded in both libraries."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from leanformers import AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
+
+LAYOUTS = ["safetensors", "sharded", "bin", "sharded-bin"]
+VARIANTS = ["untied", "tied", "gqa", "bias", "rope_linear", "rope_dynamic", "rope_llama3"]
+
+
+def random_ids(batch, length, vocab=128, seed=0):
+    return torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_llama_logits_match_transformers_for_each_layout(llama_checkpoint, layout):
+    ref, folder = llama_checkpoint("untied", layout)
+    ours = AutoModelForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_llama_logits_and_loss_match_transformers(llama_checkpoint, variant):
+    ref, folder = llama_checkpoint(variant)
+    ours = LlamaForCausalLM.from_pretrained(folder)
+    # rope_dynamic has max_position_embeddings=16: 24 tokens exercise the rescaled frequencies
+    ids = random_ids(3, 24, seed=1)
+    labels = ids.clone()
+    labels[:, :4] = -100
+    with torch.no_grad():
+        expected, got = ref(ids, labels=labels), ours(ids, labels=labels)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
+
+
+def test_llama_tied_checkpoint_shares_embedding(llama_checkpoint):
+    _, folder = llama_checkpoint("tied")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert "lm_head.weight" not in transformers_saved_keys(folder)
+
+
+def transformers_saved_keys(folder):
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return set(f.keys())
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_llama_padded_batch_equals_unpadded_rows(llama_checkpoint, side):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    rows = [random_ids(1, n, seed=n)[0] for n in (9, 5, 7)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span], mask[i, span] = row, 1
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for i, row in enumerate(rows):
+            alone = model(row[None]).logits[0]
+            span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+            assert not torch.isnan(batched[i]).any()
+            torch.testing.assert_close(batched[i, span], alone, atol=1e-5, rtol=0)
+
+
+def test_llama_incremental_decoding_with_cache_equals_full_forward(llama_checkpoint):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 10, seed=3)
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :6], use_cache=True)
+        steps = [out.logits]
+        for t in range(6, 10):
+            out = model(ids[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_llama_hidden_states_attentions_and_logits_to_keep_match_transformers(llama_checkpoint):
+    ref, folder = llama_checkpoint("gqa")
+    ours = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 8, seed=4)
+    with torch.no_grad():
+        expected = ref(ids, output_hidden_states=True, output_attentions=True)
+        got = ours(ids, output_hidden_states=True, output_attentions=True)
+        last = ours(ids, logits_to_keep=1).logits
+    assert len(got.hidden_states) == len(expected.hidden_states) == 3
+    for a, b in zip(got.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    for a, b in zip(got.attentions, expected.attentions):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert last.shape == (2, 1, 128)
+    torch.testing.assert_close(last[:, 0], expected.logits[:, -1], atol=1e-4, rtol=0)
+
+
+def test_llama_model_output_access_by_attribute_key_and_index(llama_checkpoint):
+    _, folder = llama_checkpoint("untied")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(1, 5)
+    with torch.no_grad():
+        out = model(ids, labels=ids, use_cache=False)
+    assert out[0] is out.loss and out["loss"] is out.loss
+    assert out[1] is out.logits and out["logits"] is out.logits
+    assert list(out.keys()) == ["loss", "logits"]
+    assert len(out.to_tuple()) == 2
+
+
+def test_llama_base_model_matches_transformers_base(llama_checkpoint):
+    ref, folder = llama_checkpoint("bias")
+    base = AutoModel.from_pretrained(folder)
+    assert isinstance(base, LlamaModel)
+    ids = random_ids(2, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids).last_hidden_state, ref.model(ids).last_hidden_state, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["untied", "tied", "bias"])
+def test_llama_save_pretrained_loads_back_in_transformers(llama_checkpoint, tmp_path, variant):
+    ref, folder = llama_checkpoint(variant)
+    ours = LlamaForCausalLM.from_pretrained(folder)
+    ours.save_pretrained(tmp_path)
+    assert {"config.json", "generation_config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = random_ids(2, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
+    assert reloaded.config.tie_word_embeddings == ref.config.tie_word_embeddings
+
+
+def test_llama_random_init_from_config_and_num_parameters():
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(config)
+    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.to_dict()))
+    assert model.num_parameters() == reference.num_parameters()
+    assert set(model.state_dict()) == set(reference.state_dict())
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    assert 0.01 < weight.std().item() < 0.03  # normal(0, initializer_range=0.02)
+
+
+def test_llama_dtype_and_v4_torch_dtype_spelling(llama_checkpoint):
+    _, folder = llama_checkpoint("untied")
+    assert LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert LlamaForCausalLM.from_pretrained(folder, torch_dtype="bfloat16").dtype == torch.bfloat16
+    model = LlamaForCausalLM.from_pretrained(folder, dtype="auto")
+    assert model.dtype == torch.float32
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_config_rope_theta_v4_and_rope_parameters_v5_agree():
+    v4 = LlamaConfig(rope_theta=5e5, rope_scaling={"type": "linear", "factor": 4.0})
+    v5 = LlamaConfig(rope_parameters={"rope_type": "linear", "rope_theta": 5e5, "factor": 4.0})
+    assert v4.rope_parameters == v5.rope_parameters
+    assert v4.rope_theta == 5e5 and v4.rope_scaling["factor"] == 4.0
+
+
+def test_config_round_trips_unknown_keys_and_overrides(tmp_path, llama_checkpoint):
+    _, folder = llama_checkpoint("untied")
+    data = json.loads((folder / "config.json").read_text())
+    data["my_custom_key"] = {"a": [1, 2]}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    config = AutoConfig.from_pretrained(tmp_path, num_labels=3)
+    assert config.my_custom_key == {"a": [1, 2]} and config.num_labels == 3
+    config.save_pretrained(tmp_path / "out")
+    again = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert again["my_custom_key"] == {"a": [1, 2]}
+    theirs = transformers.AutoConfig.from_pretrained(tmp_path / "out")
+    assert theirs.num_labels == 3 and theirs.hidden_size == config.hidden_size
+    assert theirs.rope_parameters["rope_theta"] == config.rope_theta
+
+
+def test_config_repr_prints_json_like_transformers():
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4)
+    text = repr(config)
+    assert text.startswith("LlamaConfig {")
+    body = json.loads(text[len("LlamaConfig "):])
+    assert body["hidden_size"] == 64 and body["model_type"] == "llama"
