@@ -701,8 +701,12 @@ class PreTrainedTokenizer:
                                                                              pad_to_multiple_of)
         self._configure_backend(padding_strategy, truncation_strategy, max_length, stride, pad_to_multiple_of,
                                 padding_side)
-        encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                                 is_pretokenized=is_split_into_words)
+        try:
+            encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                     is_pretokenized=is_split_into_words)
+        except Exception as err:  # the Rust side raises a bare Exception; say which settings caused it
+            raise ValueError(f"tokenizing failed with truncation={truncation_strategy}, max_length={max_length}, "
+                             f"padding={padding_strategy}: {err}") from None
         if return_overflowing_tokens:
             groups = [[e, *e.overflowing] for e in encodings]
             mapping = [i for i, group in enumerate(groups) for _ in group]
@@ -875,21 +879,23 @@ class PreTrainedTokenizer:
 
     # -- chat templates --------------------------------------------------------------------------------
     def get_chat_template(self, chat_template=None, tools=None) -> str:
-        template = chat_template if chat_template is not None else self.chat_template
-        if isinstance(template, dict):
-            if chat_template is not None and chat_template in template:
-                return template[chat_template]
-            name = "tool_use" if tools is not None and "tool_use" in template else "default"
-            if name not in template:
-                raise ValueError(f"this tokenizer has named chat templates {sorted(template)}; pick one with "
-                                 "chat_template=<name>")
-            return template[name]
-        if isinstance(self.chat_template, dict) and isinstance(chat_template, str) and chat_template in self.chat_template:
-            return self.chat_template[chat_template]
+        """The template to render: `chat_template` (a template, or the name of one of this tokenizer's
+        named templates), else this tokenizer's template ("tool_use" when tools are given and it has one)."""
+        templates = self.chat_template
+        if isinstance(templates, dict):
+            if chat_template in templates:
+                return templates[chat_template]
+            if chat_template is None:
+                name = "tool_use" if tools is not None and "tool_use" in templates else "default"
+                if name not in templates:
+                    raise ValueError(f"this tokenizer has the chat templates {sorted(templates)} and none is "
+                                     "'default'; pick one with chat_template=<name>")
+                return templates[name]
+        template = chat_template if chat_template is not None else templates
         if not template:
             raise ValueError(
-                f"the tokenizer {self.name_or_path or ''} has no chat template, so apply_chat_template cannot "
-                "format a conversation. Set tokenizer.chat_template to a Jinja template, or pass chat_template=."
+                f"the tokenizer {self.name_or_path!r} has no chat template, so apply_chat_template cannot format "
+                "a conversation. Set tokenizer.chat_template to a Jinja template, or pass chat_template=."
             )
         return template
 

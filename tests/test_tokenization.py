@@ -1,0 +1,525 @@
+"""Tokenizer tests against transformers (the oracle) on SmolLM2's GGUF tokenizer and MiniLM's WordPiece."""
+
+import random
+import sysconfig
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from leanformers.hub import resolve_model_path
+from leanformers.tokenization import AutoTokenizer, BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerFast
+
+CORPUS_CHARS = 1_050_000
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+def smollm_gguf() -> Path:
+    return resolve_model_path("smollm2-135m-instruct")
+
+
+def minilm_dir() -> Path:
+    return resolve_model_path("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="module")
+def transformers_module():
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return AutoTokenizer.from_pretrained("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def hf_smol_raw(transformers_module):
+    """transformers' own GGUF conversion, uncorrected (plain GPT-2 regex, no digit splitting)."""
+    path = smollm_gguf()
+    return transformers_module.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture(scope="module")
+def hf_smol(hf_smol_raw):
+    """The oracle: transformers' GGUF tokenizer with SmolLM2's real pre-tokenizer put back."""
+    import copy
+
+    tok = copy.deepcopy(hf_smol_raw)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    return tok
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return AutoTokenizer.from_pretrained("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="module")
+def hf_minilm(transformers_module):
+    return transformers_module.AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+
+def synthetic_lines(rng: random.Random, n: int) -> list[str]:
+    """Numbers, Chinese, emoji and mixed lines, the text where pre-tokenizers disagree most."""
+    chinese = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"
+    emoji = ["😀", "😂", "🤖", "🚀", "🎉", "👍🏽", "❤️", "🇫🇷", "👨‍👩‍👧", "🧪", "🔥", "✨", "🐍", "🌍", "⚡"]
+    words = ["alpha", "beta", "the", "model", "token", "Hello", "world", "data", "value", "x"]
+    lines = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:  # integers, decimals, thousands separators, dates, versions, hex
+            parts = [str(rng.randint(0, 10 ** rng.randint(1, 12))), f"{rng.random() * 10 ** rng.randint(0, 6):.{rng.randint(0, 5)}f}",
+                     f"{rng.randint(0, 10**9):,}", f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                     f"v{rng.randint(0, 20)}.{rng.randint(0, 99)}.{rng.randint(0, 999)}", hex(rng.randint(0, 2**48)),
+                     f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}", f"{rng.randint(0, 100)}%"]
+            lines.append(" ".join(rng.sample(parts, rng.randint(2, len(parts)))))
+        elif kind == 1:
+            lines.append("".join(rng.choice(chinese) for _ in range(rng.randint(5, 60))) + rng.choice(["。", "，", "！", "？", ""]))
+        elif kind == 2:
+            lines.append(" ".join(rng.choice(emoji) + rng.choice(words) for _ in range(rng.randint(1, 10))))
+        elif kind == 3:  # mixed scripts and digits without spaces
+            lines.append("".join(rng.choice([rng.choice(chinese), str(rng.randint(0, 999)), rng.choice(words),
+                                             rng.choice(emoji), " ", "\n", "\t", "  "]) for _ in range(rng.randint(5, 30))))
+        elif kind == 4:
+            lines.append(f"x{rng.randint(0, 99)} = {rng.randint(0, 10**6)} * {rng.random():.6f}  # {rng.choice(words)}")
+        else:
+            lines.append(f"Im Jahr {rng.randint(1000, 2999)} kostete es {rng.randint(1, 999)},{rng.randint(0, 99):02d} € — "
+                         f"naïve café déjà vu, {rng.randint(1, 31)}. März; ¡olé! ½ ² Ⅻ ٣٤٥ १२३")
+    return lines
+
+
+def corpus_chunks() -> list[str]:
+    """≥ 1 MB of text in docstring-sized chunks: stdlib sources plus synthetic numbers / Chinese / emoji."""
+    rng = random.Random(1234)
+    chunks: list[str] = []
+    total = 0
+    synthetic = synthetic_lines(rng, 6000)
+    for start in range(0, len(synthetic), 4):
+        chunk = "\n".join(synthetic[start: start + 4])
+        chunks.append(chunk)
+        total += len(chunk)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for block in text.split("\n\n"):
+            if block.strip():
+                chunks.append(block[:2000])
+                total += len(chunks[-1])
+        if total >= CORPUS_CHARS:
+            break
+    assert total >= CORPUS_CHARS
+    return chunks
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return corpus_chunks()
+
+
+def tiny_tokenizer(**config) -> PreTrainedTokenizer:
+    """A word-level tokenizer built in code: fast, and free to break."""
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "<s>": 3, "</s>": 4}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizer(tokenizer_object=backend, **{"unk_token": "[UNK]", "bos_token": "<s>",
+                                                             "eos_token": "</s>", **config})
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 12345 + 678?"}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "你好，世界 🌍"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Count: 1 2 3\n\tdone"}],
+    [{"role": "user", "content": "<|im_start|> is a token"}, {"role": "assistant", "content": "Yes."}],
+]
+
+
+# -- SmolLM2 (GGUF, byte-level BPE) ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smollm2_ids_match_corrected_transformers_on_1mb_corpus(smol, hf_smol, corpus):
+    ours = smol(corpus)["input_ids"]
+    theirs = hf_smol(corpus)["input_ids"]
+    assert len(ours) == len(theirs) == len(corpus)
+    mismatched = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    assert not mismatched, f"{len(mismatched)} chunks differ, first: {corpus[mismatched[0]]!r}"
+
+
+@pytest.mark.slow
+def test_smollm2_decode_round_trips_corpus(smol, corpus):
+    ids = smol(corpus)["input_ids"]
+    assert smol.batch_decode(ids) == corpus
+
+
+@pytest.mark.slow
+def test_smollm2_digits_split_where_uncorrected_transformers_does_not(smol, hf_smol_raw, corpus):
+    assert smol.tokenize("12345") == ["1", "2", "3", "4", "5"]
+    assert len(smol.encode("12345")) == 5
+    # Digits(individual_digits=True) splits every number off before the GPT-2 regex runs, so runs of
+    # spaces before a number and numerals such as ½ ² tokenize differently.
+    for text, ours in [("a  12", ["a", "ĠĠ", "1", "2"]), ("= ½ ²", ["=", "Ġ", "Â½", "Ġ", "Â²"])]:
+        assert smol.tokenize(text) == ours
+        assert hf_smol_raw.tokenize(text) != ours
+    digit_chunks = [c for c in corpus if any(ch.isdigit() for ch in c)]
+    ours = smol(digit_chunks)["input_ids"]
+    raw = hf_smol_raw(digit_chunks)["input_ids"]
+    differing = sum(a != b for a, b in zip(ours, raw)) / len(digit_chunks)
+    assert differing > 0.05, f"only {differing:.1%} of chunks with digits differ"
+
+
+@pytest.mark.slow
+def test_smollm2_special_tokens_match_transformers(smol, hf_smol):
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(smol, name) == getattr(hf_smol, name)
+        assert getattr(smol, f"{name}_id") == getattr(hf_smol, f"{name}_id")
+    assert smol.all_special_ids == hf_smol.all_special_ids
+    assert smol.vocab_size == hf_smol.vocab_size and len(smol) == len(hf_smol)
+    assert smol.get_vocab() == hf_smol.get_vocab()
+    assert smol.add_bos_token is False
+    text = "<|im_start|>user\nhi<|im_end|>"
+    assert smol.encode(text) == hf_smol.encode(text)
+    ids = smol.encode(text)
+    assert smol.decode(ids, skip_special_tokens=True) == hf_smol.decode(ids, skip_special_tokens=True)
+    assert smol.convert_ids_to_tokens(ids) == hf_smol.convert_ids_to_tokens(ids)
+    assert smol.convert_tokens_to_ids(["<|im_end|>", "hi", "no-such-token"]) == \
+        hf_smol.convert_tokens_to_ids(["<|im_end|>", "hi", "no-such-token"])
+    assert smol.decode(torch.tensor(ids)) == smol.decode(np.array(ids)) == smol.decode(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("return_tensors", [None, "pt", "np"])
+def test_smollm2_padding_and_truncation_match_transformers(smol, hf_smol, padding_side, return_tensors):
+    texts = ["short", "a somewhat longer sentence with 1234 digits", "", "中文 and emoji 🚀🚀"]
+    cases = [dict(padding=True), dict(padding="longest", truncation=True, max_length=6),
+             dict(padding="max_length", max_length=20), dict(truncation=True, max_length=3, padding=True),
+             dict(padding=True, pad_to_multiple_of=8)]
+    for kwargs in cases:
+        ours = smol(texts, padding_side=padding_side, return_tensors=return_tensors, **kwargs)
+        theirs = hf_smol(texts, padding_side=padding_side, return_tensors=return_tensors, **kwargs)
+        assert list(ours.keys()) == list(theirs.keys())
+        for key in ours:
+            if return_tensors is None:
+                assert ours[key] == theirs[key], (kwargs, key)
+            else:
+                assert type(ours[key]) is type(theirs[key])
+                assert tuple(ours[key].shape) == tuple(theirs[key].shape)
+                assert ours[key].tolist() == theirs[key].tolist(), (kwargs, key)
+
+
+@pytest.mark.slow
+def test_smollm2_padding_side_attribute_and_single_text_tensors(smol, hf_smol):
+    assert smol.padding_side == hf_smol.padding_side == "right"
+    single = smol("hello there", return_tensors="pt")
+    assert single.input_ids.shape == (1, len(smol.encode("hello there")))
+    assert smol.encode("hello there", return_tensors="pt").tolist() == hf_smol.encode("hello there", return_tensors="pt").tolist()
+    smol.padding_side = "left"
+    try:
+        batch = smol(["a", "a b c"], padding=True)
+        assert batch["input_ids"][0][0] == smol.pad_token_id and batch["attention_mask"][0][0] == 0
+    finally:
+        smol.padding_side = "right"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("add_generation_prompt", [False, True])
+def test_smollm2_chat_template_matches_transformers(smol, hf_smol, add_generation_prompt):
+    for conversation in CONVERSATIONS:
+        ours = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
+        theirs = hf_smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
+        assert ours == theirs
+        ids = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        assert ids == hf_smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt,
+                                                  return_dict=False)
+        assert ids[0] == smol.convert_tokens_to_ids("<|im_start|>")  # exactly one, from the template
+        assert ids.count(smol.bos_token_id) == ours.count("<|im_start|>")
+
+
+@pytest.mark.slow
+def test_smollm2_chat_template_batches_dicts_and_continuation(smol, hf_smol):
+    ours = smol.apply_chat_template(CONVERSATIONS, add_generation_prompt=True, return_tensors="pt", padding=True,
+                                    return_dict=True)
+    theirs = hf_smol.apply_chat_template(CONVERSATIONS, add_generation_prompt=True, return_tensors="pt",
+                                         padding=True, return_dict=True)
+    assert isinstance(ours, BatchEncoding)
+    assert ours.input_ids.tolist() == theirs["input_ids"].tolist()
+    assert ours.attention_mask.tolist() == theirs["attention_mask"].tolist()
+    assert smol.apply_chat_template(CONVERSATIONS, tokenize=False) == hf_smol.apply_chat_template(
+        CONVERSATIONS, tokenize=False)
+    prefill = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "The answer is"}]
+    ours_text = smol.apply_chat_template(prefill, continue_final_message=True, tokenize=False)
+    assert ours_text == hf_smol.apply_chat_template(prefill, continue_final_message=True, tokenize=False)
+    assert ours_text.endswith("The answer is")
+
+
+@pytest.mark.slow
+def test_smollm2_save_pretrained_loads_in_transformers(smol, hf_smol, transformers_module, corpus, tmp_path):
+    smol.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["special_tokens_map.json", "tokenizer.json",
+                                                           "tokenizer_config.json"]
+    reloaded = transformers_module.AutoTokenizer.from_pretrained(str(tmp_path))
+    sample = [c for c in corpus[::7]][:1500]
+    assert reloaded(sample)["input_ids"] == hf_smol(sample)["input_ids"]
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(reloaded, name) == getattr(smol, name)
+    assert reloaded.padding_side == smol.padding_side
+    for conversation in CONVERSATIONS:
+        assert reloaded.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) == \
+            smol.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    ours_again = AutoTokenizer.from_pretrained(tmp_path)
+    assert ours_again(sample)["input_ids"] == smol(sample)["input_ids"]
+    assert ours_again.chat_template == smol.chat_template
+
+
+@pytest.mark.slow
+def test_smollm2_loads_what_transformers_saves(smol, hf_smol, corpus, tmp_path):
+    hf_smol.save_pretrained(tmp_path)
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    sample = corpus[::11][:1500]
+    assert ours(sample)["input_ids"] == hf_smol(sample)["input_ids"]
+    assert ours.chat_template == hf_smol.chat_template
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(ours, name) == getattr(hf_smol, name)
+    conversation = CONVERSATIONS[1]
+    assert ours.apply_chat_template(conversation, add_generation_prompt=True) == \
+        hf_smol.apply_chat_template(conversation, add_generation_prompt=True, return_dict=False)
+
+
+# -- MiniLM (tokenizer.json, WordPiece) ------------------------------------------------------------------
+def minilm_sentences() -> list[str]:
+    rng = random.Random(7)
+    base = ["The quick brown fox jumps over the lazy dog.", "Don't stop believing!", "naïve café, déjà vu",
+            "A man is playing a guitar.", "I can't believe it's not butter?", "Tokenization of 12,345.67 dollars",
+            "Hello, WORLD; hello world", "这是一个中文句子。", "混合 English 和中文 123", "emoji 😀 and symbols ™ © ½"]
+    words = "the of and a to in is you that it he was for on are as with his they I at be this have from".split()
+    sentences = list(base)
+    for _ in range(300):
+        sentences.append(" ".join(rng.choice(words + ["中文", "東京", "unbelievable", "tokenizers", "42"])
+                                  for _ in range(rng.randint(1, 40))))
+    return sentences
+
+
+@pytest.mark.slow
+def test_minilm_matches_transformers(minilm, hf_minilm):
+    sentences = minilm_sentences()
+    for kwargs in [{}, dict(padding=True), dict(padding=True, truncation=True, max_length=16),
+                   dict(padding="max_length", max_length=48, truncation=True), dict(truncation=True),
+                   dict(padding=True, padding_side="left"), dict(padding=True, return_tensors="pt")]:
+        ours, theirs = minilm(sentences, **kwargs), hf_minilm(sentences, **kwargs)
+        assert list(ours.keys()) == list(theirs.keys()) == ["input_ids", "token_type_ids", "attention_mask"]
+        for key in ours:
+            a, b = ours[key], theirs[key]
+            assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), (kwargs, key)
+    assert minilm.model_max_length == hf_minilm.model_max_length == 512
+    ids = minilm(sentences)["input_ids"]
+    assert minilm.batch_decode(ids, skip_special_tokens=True) == hf_minilm.batch_decode(ids, skip_special_tokens=True)
+    assert minilm.batch_decode(ids) == hf_minilm.batch_decode(ids)
+    assert minilm.tokenize(sentences[7]) == hf_minilm.tokenize(sentences[7])
+    assert minilm.all_special_ids == hf_minilm.all_special_ids
+
+
+@pytest.mark.slow
+def test_minilm_pairs_give_token_type_ids_like_transformers(minilm, hf_minilm):
+    sentences = minilm_sentences()
+    firsts, seconds = sentences[:150], sentences[150:300]
+    for kwargs in [{}, dict(padding=True), dict(padding=True, truncation=True, max_length=20),
+                   dict(truncation="longest_first", max_length=24, padding="max_length")]:
+        ours, theirs = minilm(firsts, seconds, **kwargs), hf_minilm(firsts, seconds, **kwargs)
+        assert dict(ours) == dict(theirs), kwargs
+    questions = sentences[:10]  # short first halves, so only the second half needs cutting
+    kwargs = dict(truncation="only_second", max_length=40, padding=True)
+    assert dict(minilm(questions, seconds[:10], **kwargs)) == dict(hf_minilm(questions, seconds[:10], **kwargs))
+    with pytest.raises(ValueError, match="max_length=4"):
+        minilm(sentences[0], sentences[1], truncation="only_second", max_length=4)
+    single = minilm("first part", "second part")
+    assert single == hf_minilm("first part", "second part")
+    assert set(single.token_type_ids) == {0, 1}
+
+
+@pytest.mark.slow
+def test_minilm_save_round_trips_through_transformers(minilm, hf_minilm, transformers_module, tmp_path):
+    minilm.save_pretrained(tmp_path / "ours")
+    reloaded = transformers_module.AutoTokenizer.from_pretrained(str(tmp_path / "ours"))
+    sentences = minilm_sentences()
+    assert dict(reloaded(sentences, padding=True)) == dict(hf_minilm(sentences, padding=True))
+    hf_minilm.save_pretrained(tmp_path / "theirs")
+    ours = AutoTokenizer.from_pretrained(tmp_path / "theirs")
+    assert dict(ours(sentences[:50], sentences[50:100], padding=True)) == \
+        dict(hf_minilm(sentences[:50], sentences[50:100], padding=True))
+
+
+# -- behaviour on small tokenizers ------------------------------------------------------------------------
+def test_batch_encoding_attribute_access_and_to():
+    tok = tiny_tokenizer(pad_token="</s>")
+    batch = tok(["hello world", "hello"], padding=True, return_tensors="pt")
+    assert isinstance(batch, dict) and isinstance(batch, BatchEncoding)
+    assert list(batch.keys()) == ["input_ids", "attention_mask"]
+    assert batch.input_ids.tolist() == [[1, 2], [1, 4]]
+    assert batch.attention_mask.tolist() == [[1, 1], [1, 0]]
+    moved = batch.to("cpu")
+    assert moved is batch and moved.input_ids.device.type == "cpu"
+    assert batch.tokens(1) == ["hello", "</s>"]
+    with pytest.raises(AttributeError, match="no 'labels'"):
+        batch.labels
+    single = tok("hello world")
+    assert single.input_ids == [1, 2] and single.attention_mask == [1, 1]
+
+
+def test_auto_tokenizer_alias_and_len():
+    assert PreTrainedTokenizerFast is PreTrainedTokenizer
+    tok = tiny_tokenizer()
+    assert len(tok) == 5 and tok.vocab_size == 5
+    assert tok.get_vocab()["world"] == 2
+    tok.pad_token_id = 4
+    assert tok.pad_token == "</s>" and tok.pad_token_id == 4
+    tok.add_bos_token = True
+    assert tok.encode("hello") == [3, 1]
+    tok.add_bos_token = False
+    assert tok.encode("hello") == [1]
+
+
+def test_pad_pads_features_like_a_collator():
+    tok = tiny_tokenizer(pad_token="</s>", padding_side="left")
+    features = [{"input_ids": [1, 2, 1]}, {"input_ids": [2]}]
+    out = tok.pad(features, return_tensors="pt")
+    assert out.input_ids.tolist() == [[1, 2, 1], [4, 4, 2]]
+    assert out.attention_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert tok.pad({"input_ids": [1]}, padding="max_length", max_length=3)["input_ids"] == [4, 4, 1]
+
+
+def test_padding_without_pad_token_names_the_fix():
+    tok = tiny_tokenizer()
+    assert tok.pad_token is None
+    with pytest.raises(ValueError, match=r"tokenizer\.pad_token = tokenizer\.eos_token"):
+        tok(["hello", "hello world"], padding=True)
+    with pytest.raises(ValueError, match=r"tokenizer\.pad_token = tokenizer\.eos_token"):
+        tok.pad([{"input_ids": [1]}, {"input_ids": [1, 2]}])
+    tok.pad_token = tok.eos_token
+    assert tok(["hello", "hello world"], padding=True)["input_ids"] == [[1, 4], [1, 2]]
+
+
+def test_ragged_tensors_ask_for_padding():
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="padding=True"):
+        tok(["hello", "hello world"], return_tensors="pt")
+    with pytest.raises(ValueError, match="return_tensors"):
+        tok("hello", return_tensors="tf")
+
+
+def test_non_string_in_batch_is_named():
+    tok = tiny_tokenizer()
+    with pytest.raises(TypeError, match=r"text\[1\] is int"):
+        tok(["hello", 3, "world"])
+    with pytest.raises(TypeError, match=r"text_pair\[0\] is NoneType"):
+        tok(["hello"], [None])
+
+
+def test_folder_without_tokenizer_files_names_folder_and_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError) as err:
+        AutoTokenizer.from_pretrained(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path) in message and "tokenizer.json" in message and "tokenizer_config.json" in message
+
+
+def test_malformed_tokenizer_config_is_named(tmp_path):
+    tiny_tokenizer().save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"model_max_length": 12,')
+    with pytest.raises(ValueError, match="tokenizer_config.json is not valid JSON"):
+        AutoTokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("template", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{% set ns = namespace() %}{% set ns.__class__ = 1 %}",
+    "{{ messages.append(1) }}",
+])
+def test_chat_template_cannot_reach_python_internals(template):
+    tok = tiny_tokenizer()
+    with pytest.raises(jinja2.exceptions.SecurityError):
+        tok.apply_chat_template([{"role": "user", "content": "hi"}], chat_template=template, tokenize=False)
+
+
+def test_chat_template_helpers_and_errors():
+    tok = tiny_tokenizer()
+    conversation = [{"role": "user", "content": "hello"}]
+    with pytest.raises(ValueError, match="no chat template"):
+        tok.apply_chat_template(conversation)
+    tok.chat_template = ("{% for m in messages %}{{ bos_token }}{{ m['role'] }}: {{ m['content'] | tojson }}\n"
+                         "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    assert tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) == \
+        '<s>user: "hello"\nassistant:'
+    assert tok.apply_chat_template(conversation) == tok.encode('<s>user: "hello"', add_special_tokens=False)
+    with pytest.raises(ValueError, match="'role'"):
+        tok.apply_chat_template([{"content": "hello"}])
+    with pytest.raises(TypeError, match="expected a dict"):
+        tok.apply_chat_template(["hello"])
+    with pytest.raises(jinja2.exceptions.TemplateError, match="only users"):
+        tok.apply_chat_template(conversation, chat_template="{{ raise_exception('only users may speak') }}")
+
+
+def test_save_failure_leaves_folder_unchanged(tmp_path, monkeypatch):
+    tok = tiny_tokenizer()
+    tok.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    tok.init_kwargs["not_json"] = object()  # tokenizer_config.json cannot be written
+    with pytest.raises(TypeError, match="tokenizer_config.json"):
+        tok.save_pretrained(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    del tok.init_kwargs["not_json"]
+
+    import leanformers.config as config_module
+
+    calls = []
+
+    def failing_replace(src, dst):  # the disk fails while the second file is renamed into place
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    real_replace = config_module.os.replace
+    tok.model_max_length = 77
+    monkeypatch.setattr(config_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        tok.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(after) == sorted(before)  # no temporary files left behind
+    assert after["tokenizer_config.json"] == before["tokenizer_config.json"]  # not half-written
+    assert AutoTokenizer.from_pretrained(tmp_path).encode("hello world") == [1, 2]
+
+
+def test_save_into_a_file_path_is_refused(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        tiny_tokenizer().save_pretrained(target)
+
+
+def test_unknown_gguf_pre_tokenizer_is_a_clear_error():
+    from leanformers.tokenization import gguf_pre_tokenizer
+
+    with pytest.raises(ValueError, match="tokenizer.ggml.pre='made-up'.*smollm"):
+        gguf_pre_tokenizer("made-up", "model.gguf")
+    split = gguf_pre_tokenizer("llama-bpe", "model.gguf").pre_tokenize_str("Hello 12345 world")
+    assert [piece for piece, _ in split] == ["Hello", "Ġ", "123", "45", "Ġworld"]
+    split = gguf_pre_tokenizer("smollm", "model.gguf").pre_tokenize_str("ab 12")
+    assert [piece for piece, _ in split] == ["ab", "Ġ", "1", "2"]
+
+
+def test_post_processor_from_tokenizer_json_is_kept():
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "hi": 3}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                           special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    tok = PreTrainedTokenizer(tokenizer_object=backend, cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
+    assert tok.encode("hi") == [1, 3, 2]
+    assert tok.encode("hi", add_special_tokens=False) == [3]
+    assert tok.decode([1, 3, 2], skip_special_tokens=True) == "hi"
