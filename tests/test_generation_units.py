@@ -449,7 +449,8 @@ def test_return_dict_scores_logits_and_user_processors_and_criteria():
     assert len(out.scores) == 3 and len(out.logits) == 3 and out.scores[0].shape == (1, VOCAB)
     assert (out.scores[0][:, 2] == -float("inf")).all() and torch.isfinite(out.logits[0]).all()
     assert out.sequences[0, 3:].tolist() == [int(s.argmax()) for s in out.scores]
-    assert out.keys() == ["sequences", "scores", "logits"]
+    assert out.keys() == ["sequences", "scores", "logits", "cache"]
+    assert out.past_key_values.get_seq_length() == 5  # every token but the last went through the model
 
 
 def test_decode_steps_yields_each_token():

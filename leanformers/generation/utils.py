@@ -148,6 +148,7 @@ class DecodeStep:
     logits: torch.Tensor  # (B, V) float32 raw next-token logits
     unfinished: torch.Tensor  # (B,) bool, rows still generating after this step
     sequences: torch.Tensor  # (B, prompt + steps so far): a view of the loop's buffer
+    cache: KVCache | None = None  # the cache after this step's forward (None without use_cache)
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def decode_steps(
                     scores_arg = tuple(score_history)
                 done = done | stopping_criteria(sequences[:, :length], scores_arg)
             unfinished = unfinished & ~done
-        yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length])
+        yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache)
         if check_done and not bool(unfinished.any()):
             return
         step_input = tokens[:, None]
@@ -373,9 +374,9 @@ class GenerationMixin:
             copy_logits=want_logits,
             score_history=[] if want_scores and criteria else None,
         )
-        sequences = input_ids
+        sequences, cache = input_ids, None
         for step in steps:
-            sequences = step.sequences
+            sequences, cache = step.sequences, step.cache
             if want_scores:
                 scores.append(step.scores)
             if want_logits:
@@ -391,6 +392,7 @@ class GenerationMixin:
             sequences=sequences,
             scores=tuple(scores) if want_scores else None,
             logits=tuple(raw_logits) if want_logits else None,
+            cache=cache,
         )
 
     def _prepare_generation_config(self, generation_config, kwargs):
