@@ -41,7 +41,12 @@ def read_safetensors(path) -> dict:
 
 def read_bin(path) -> dict:
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)  # the pre-zip format
     except pickle.UnpicklingError as err:
         raise OSError(
             f"{path} holds objects other than tensors and was refused (leanformers never runs code from a "
