@@ -1,11 +1,20 @@
 """leanformers: the transformers API, small and readable. Public names only; nothing lives here."""
 
-from .auto import AutoConfig, AutoModel, AutoModelForCausalLM
+from .auto import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForMultipleChoice,
+                   AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from .config import PretrainedConfig
 from .generation import GenerationConfig, KVCache, TextIteratorStreamer, TextStreamer
 from .models.base import PreTrainedModel
-from .models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel
-from .models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, ModelOutput
+from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
+                          BertForSequenceClassification, BertForTokenClassification, BertModel)
+from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
+                          GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
+from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,
+                           LlamaForTokenClassification, LlamaModel)
+from .models.outputs import (BaseModelOutput, BaseModelOutputWithPast, BaseModelOutputWithPooling,
+                             BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithPast, MaskedLMOutput,
+                             ModelOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
+                             SequenceClassifierOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .tokenization import AutoTokenizer, BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerFast
 
 PreTrainedConfig = PretrainedConfig

@@ -2,11 +2,26 @@
 
 from .config import load_config_dict
 from .hub import resolve_model_path
-from .models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel
+from .models.base import drop_replaced_labels
+from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
+                          BertForSequenceClassification, BertForTokenClassification, BertModel)
+from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
+                          GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
+from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,
+                           LlamaForTokenClassification, LlamaModel)
 
 # model_type -> {"config": class, task: model class}; aliases share the Llama implementation.
 REGISTRY = {
-    "llama": {"config": LlamaConfig, "base": LlamaModel, "causal-lm": LlamaForCausalLM},
+    "llama": {"config": LlamaConfig, "base": LlamaModel, "causal-lm": LlamaForCausalLM,
+              "sequence-classification": LlamaForSequenceClassification,
+              "token-classification": LlamaForTokenClassification, "question-answering": LlamaForQuestionAnswering},
+    "gpt2": {"config": GPT2Config, "base": GPT2Model, "causal-lm": GPT2LMHeadModel,
+             "sequence-classification": GPT2ForSequenceClassification,
+             "token-classification": GPT2ForTokenClassification, "question-answering": GPT2ForQuestionAnswering},
+    "bert": {"config": BertConfig, "base": BertModel, "masked-lm": BertForMaskedLM,
+             "sequence-classification": BertForSequenceClassification,
+             "token-classification": BertForTokenClassification, "question-answering": BertForQuestionAnswering,
+             "multiple-choice": BertForMultipleChoice},
 }
 for alias in ("mistral", "qwen2", "smollm"):
     REGISTRY[alias] = REGISTRY["llama"]
@@ -67,7 +82,8 @@ class AutoModelBase:
         path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file, revision=revision)
         if config is None:
             config_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_OVERRIDES}
-            config = config_from_dict(load_config_dict(path), source=path, **config_kwargs)
+            config = config_from_dict(drop_replaced_labels(load_config_dict(path), config_kwargs), source=path,
+                                      **config_kwargs)
         return cls.model_class(config, path).from_pretrained(path, config=config, **kwargs)
 
 
@@ -84,3 +100,23 @@ class AutoModel(AutoModelBase):
 
 class AutoModelForCausalLM(AutoModelBase):
     task = "causal-lm"
+
+
+class AutoModelForMaskedLM(AutoModelBase):
+    task = "masked-lm"
+
+
+class AutoModelForSequenceClassification(AutoModelBase):
+    task = "sequence-classification"
+
+
+class AutoModelForTokenClassification(AutoModelBase):
+    task = "token-classification"
+
+
+class AutoModelForQuestionAnswering(AutoModelBase):
+    task = "question-answering"
+
+
+class AutoModelForMultipleChoice(AutoModelBase):
+    task = "multiple-choice"

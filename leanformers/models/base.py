@@ -46,11 +46,23 @@ def resolve_dtype(dtype, config_dtype, device) -> torch.dtype:
     return dtype
 
 
+def drop_replaced_labels(config_dict: dict, overrides: dict) -> dict:
+    """from_pretrained(num_labels=n) without id2label= replaces the checkpoint's labels, as in transformers:
+    the file's id2label / label2id of another size are dropped (and a head of the old size is then
+    reported as mismatched, curable with ignore_mismatched_sizes=True)."""
+    n = overrides.get("num_labels")
+    if n is None or "id2label" in overrides or len(config_dict.get("id2label") or {}) in (0, n):
+        return config_dict
+    return {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
+
+
 class PreTrainedModel(nn.Module, GenerationMixin):
     config_class = PretrainedConfig
     base_model_prefix = ""
     # Checkpoint keys that are not weights of ours and are dropped silently.
     ignored_checkpoint_keys: tuple = ()
+    # Weights a checkpoint may lack (key suffixes): they are initialized, with a warning (BERT's pooler).
+    optional_checkpoint_keys: tuple = ()
 
     def __init__(self, config):
         super().__init__()
@@ -127,7 +139,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             kwargs.pop(key, None)
         path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file, revision=revision)
         if config is None:
-            config = cls.config_class.from_dict(load_config_dict(path), **kwargs)
+            config = cls.config_class.from_dict(drop_replaced_labels(load_config_dict(path), kwargs), **kwargs)
         elif kwargs:
             for key, value in kwargs.items():
                 setattr(config, key, value)
@@ -189,7 +201,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
                 + ". If the head should be trained anew (e.g. another num_labels), pass ignore_mismatched_sizes=True"
             )
         missing = sorted(k for k in expected if k not in renamed and k not in tied)
-        base_missing = [k for k in missing if not has_base or k.startswith(prefix)]
+        base_missing = [k for k in missing if (not has_base or k.startswith(prefix))
+                        and not any(k.endswith(pattern) for pattern in self.optional_checkpoint_keys)]
         if base_missing and not mismatched:
             raise ValueError(f"{source} lacks weights {type(self).__name__} needs: {', '.join(base_missing[:10])}"
                              + (f" and {len(base_missing) - 10} more" if len(base_missing) > 10 else ""))

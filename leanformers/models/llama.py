@@ -11,6 +11,7 @@ from torch import nn
 from ..config import PretrainedConfig
 from ..generation.cache import KVCache
 from .base import PreTrainedModel
+from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
 from .layers import (RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
                      build_attention_mask, get_activation)
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -233,3 +234,32 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class LlamaForSequenceClassification(LastTokenClassificationHead, LlamaPreTrainedModel):
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+
+class LlamaForTokenClassification(TokenClassificationHead, LlamaPreTrainedModel):
+    classifier_name = "score"
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
+        self.post_init()
+
+
+class LlamaForQuestionAnswering(QuestionAnsweringHead, LlamaPreTrainedModel):
+    base_model_prefix = "transformer"  # transformers' name for this head's base model
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.transformer = LlamaModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()

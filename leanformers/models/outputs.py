@@ -68,3 +68,63 @@ class CausalLMOutputWithPast(ModelOutput):
     cache: object = None
     hidden_states: tuple = None
     attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
+    last_hidden_state: torch.Tensor = None
+    pooler_output: torch.Tensor = None
+    hidden_states: tuple = None
+    cache: object = None
+    attentions: tuple = None
+    cross_attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class SequenceClassifierOutputWithPast(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    cache: object = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor = None
+    start_logits: torch.Tensor = None
+    end_logits: torch.Tensor = None
+    hidden_states: tuple = None
+    attentions: tuple = None
+
+
+@dataclass(repr=False, eq=False)
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    hidden_states: tuple = None
+    attentions: tuple = None
