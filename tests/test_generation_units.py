@@ -469,8 +469,10 @@ def test_bad_generate_arguments_raise():
             model.generate(prompt, **kwargs)
     with pytest.raises(ValueError, match="not_a_setting"):
         model.generate(prompt, max_new_tokens=2, not_a_setting=1)
-    with pytest.raises(ValueError, match="num_beams"):
-        model.generate(prompt, max_new_tokens=2, num_beams=2)
+    with pytest.raises(ValueError, match="num_return_sequences.*num_beams"):
+        model.generate(prompt, max_new_tokens=2, num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="beam search"):
+        model.generate(prompt, max_new_tokens=2, num_beams=2, streamer=TextStreamer(CharTokenizer()))
 
 
 def test_prompt_at_context_limit_is_a_clear_error():

@@ -1,9 +1,11 @@
 """Generation: GenerationConfig, logits processors, KV cache, the decode loop, streamers, generate()."""
 
+from .beam_search import BeamSearch
 from .cache import KVCache
 from .config import GENERATION_CONFIG_NAME, GLOBAL_DEFAULTS, GenerationConfig
 from .logits_process import (
     LogitsProcessorList,
+    apply_bad_words,
     apply_min_length,
     apply_min_new_tokens,
     apply_min_p,
@@ -14,28 +16,36 @@ from .logits_process import (
     apply_top_p,
     apply_typical_p,
     build_logits_processors,
+    force_tokens,
+    prepare_bad_words,
     sample_next_token,
     suppress_tokens,
 )
 from .streamers import BaseStreamer, TextIteratorStreamer, TextStreamer
-from .utils import (
-    DecodeStep,
+from .stopping_criteria import (
     EosTokenCriteria,
-    GenerateDecoderOnlyOutput,
-    GenerationMixin,
     MaxLengthCriteria,
     MaxTimeCriteria,
     StoppingCriteria,
     StoppingCriteriaList,
+    StopStringCriteria,
+)
+from .utils import (
+    DecodeStep,
+    GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput,
+    GenerationMixin,
     decode_steps,
 )
 
 __all__ = [
     "BaseStreamer",
+    "BeamSearch",
     "DecodeStep",
     "EosTokenCriteria",
     "GENERATION_CONFIG_NAME",
     "GLOBAL_DEFAULTS",
+    "GenerateBeamDecoderOnlyOutput",
     "GenerateDecoderOnlyOutput",
     "GenerationConfig",
     "GenerationMixin",
@@ -45,8 +55,10 @@ __all__ = [
     "MaxTimeCriteria",
     "StoppingCriteria",
     "StoppingCriteriaList",
+    "StopStringCriteria",
     "TextIteratorStreamer",
     "TextStreamer",
+    "apply_bad_words",
     "apply_min_length",
     "apply_min_new_tokens",
     "apply_min_p",
@@ -58,6 +70,8 @@ __all__ = [
     "apply_typical_p",
     "build_logits_processors",
     "decode_steps",
+    "force_tokens",
+    "prepare_bad_words",
     "sample_next_token",
     "suppress_tokens",
 ]

@@ -17,6 +17,9 @@ class KVCache:
         self.keys: list[torch.Tensor] = []  # per layer (B, H, capacity, D)
         self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []
+        # The tokens the cache holds keys and values for, (B, length), recorded by generate() so that a later
+        # call whose prompt starts with them prefills only the rest. None when unknown.
+        self.token_ids: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.keys)
@@ -54,8 +57,17 @@ class KVCache:
     def crop(self, length: int):
         """Forget everything after the first `length` tokens (reuse a shared prompt prefix)."""
         self.lengths = [min(n, length) for n in self.lengths]
+        if self.token_ids is not None:
+            self.token_ids = self.token_ids[:, :length]
+
+    def reset(self):
+        """Forget everything, buffers included (the next update may bring another batch size or dtype)."""
+        self.keys, self.values, self.lengths = [], [], []
+        self.token_ids = None
 
     def reorder(self, index: torch.Tensor):
         """Select batch rows (beam search): row i becomes old row index[i]."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
+        if self.token_ids is not None:
+            self.token_ids = self.token_ids.index_select(0, index)

@@ -4,9 +4,9 @@ Each function returns a new tensor and leaves its input alone. They reproduce
 transformers' processors value for value (same sort, same cumsum, same
 comparisons), so sampling with the same random draws picks the same tokens.
 generate() composes them with `build_logits_processors` in transformers'
-order: repetition penalty, no-repeat n-gram, min length, min new tokens, the
-user's processors, then (sampling only) temperature, top-k, top-p, min-p,
-typical-p.
+order: repetition penalty, no-repeat n-gram, bad words, min length, min new
+tokens, forced BOS/EOS, suppressed tokens, the user's processors, then
+(sampling only) temperature, top-k, top-p, min-p, typical-p.
 """
 
 from functools import partial
@@ -50,6 +50,58 @@ def suppress_tokens(logits, token_ids):
     """Set the scores of `token_ids` (1-D long tensor) to -inf."""
     mask = torch.isin(torch.arange(logits.shape[-1], device=logits.device), token_ids)
     return torch.where(mask, NEG_INF, logits)
+
+
+def apply_bad_words(logits, input_ids, single_ids, multi):
+    """Forbid the bad words: `single_ids` (1-D long) always; each `(prefixes (N, P), last (N,))` of `multi`
+    forbids `last[i]` in the rows whose last P tokens are `prefixes[i]`. Build them with `prepare_bad_words`."""
+    vocab_size = logits.shape[-1]
+    # Banned ids land in a (B, V + 1) mask; rows that do not match a prefix write to the spare last column.
+    banned = torch.zeros(logits.shape[0], vocab_size + 1, dtype=torch.bool, device=logits.device)
+    banned[:, single_ids] = True
+    for prefixes, last in multi:
+        if prefixes.shape[1] > input_ids.shape[1]:
+            continue
+        matching = (input_ids[:, None, -prefixes.shape[1] :] == prefixes).all(-1)  # (B, N)
+        banned.scatter_(1, torch.where(matching, last, vocab_size), True)
+    banned = banned[:, :vocab_size]
+    return logits.masked_fill(banned, NEG_INF)
+
+
+def prepare_bad_words(bad_words_ids, eos_token_ids=None, vocab_size=None, device=None):
+    """Check `bad_words_ids` (a list of lists of token ids) like transformers and split it for apply_bad_words.
+
+    A bad word that is exactly an EOS token is dropped (generation must be able to stop), as in transformers.
+    """
+    if not isinstance(bad_words_ids, list) or len(bad_words_ids) == 0:
+        raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {bad_words_ids}.")
+    if any(not isinstance(word, list) for word in bad_words_ids):
+        raise ValueError(f"`bad_words_ids` has to be a list of lists, but is {bad_words_ids}.")
+    if any(not word or any(not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in word) for word in bad_words_ids):
+        raise ValueError(f"Each list in `bad_words_ids` has to be a list of positive integers, but is {bad_words_ids}.")
+    eos = set(eos_token_ids.tolist()) if eos_token_ids is not None else set()
+    words = list(dict.fromkeys(tuple(w) for w in bad_words_ids if not (len(w) == 1 and w[0] in eos)))
+    if vocab_size is not None:
+        outside = [t for w in words for t in w if t >= vocab_size]
+        if outside:
+            raise ValueError(f"The model vocabulary size is {vocab_size}, but `bad_words_ids` holds {outside}")
+    single = torch.tensor([w[0] for w in words if len(w) == 1], dtype=torch.long, device=device)
+    by_prefix = {}
+    for word in words:
+        if len(word) > 1:
+            by_prefix.setdefault(len(word) - 1, []).append(word)
+    multi = [
+        (torch.tensor([w[:-1] for w in group], device=device), torch.tensor([w[-1] for w in group], device=device))
+        for group in by_prefix.values()
+    ]
+    return single, multi
+
+
+def force_tokens(logits, token_ids):
+    """Only `token_ids` remain possible, each with score 0 (forced BOS / EOS)."""
+    forced = torch.full_like(logits, NEG_INF)
+    forced[:, token_ids] = 0
+    return forced
 
 
 def apply_min_length(logits, cur_len: int, min_length: int, eos_token_ids):
@@ -122,10 +174,13 @@ def build_logits_processors(
     eos_token_ids=None,
     pad_lengths=None,
     user_processors=None,
+    vocab_size=None,
+    device=None,
 ) -> LogitsProcessorList:
     """The processors a (merged, defaults filled) GenerationConfig asks for, in transformers' order.
 
     `eos_token_ids` is a 1-D long tensor or None; `pad_lengths` (B,) holds each row's left padding.
+    With beam sampling, the sampling filters keep one token more than there are EOS ids, as transformers does.
     """
     processors = LogitsProcessorList()
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
@@ -136,6 +191,9 @@ def build_logits_processors(
     if config.no_repeat_ngram_size:
         size = config.no_repeat_ngram_size
         processors.append(lambda ids, scores: apply_no_repeat_ngram(scores, ids, size))
+    if config.bad_words_ids is not None:
+        single, multi = prepare_bad_words(config.bad_words_ids, eos_token_ids, vocab_size, device)
+        processors.append(lambda ids, scores: apply_bad_words(scores, ids, single, multi))
     if eos_token_ids is not None and config.min_length:
         min_length = config.min_length
         processors.append(lambda ids, scores: apply_min_length(scores, ids.shape[1], min_length, eos_token_ids))
@@ -144,19 +202,38 @@ def build_logits_processors(
         processors.append(
             lambda ids, scores: apply_min_new_tokens(scores, ids.shape[1] - prompt_length, min_new, eos_token_ids)
         )
+    if config.forced_bos_token_id is not None:
+        bos = config.forced_bos_token_id
+        processors.append(lambda ids, scores: force_tokens(scores, bos) if ids.shape[1] == 1 else scores)
+    if config.forced_eos_token_id is not None:
+        forced_eos = torch.as_tensor(config.forced_eos_token_id, dtype=torch.long, device=device).reshape(-1)
+        if (forced_eos < 0).any():
+            raise ValueError(f"`eos_token_id` has to be a list of positive integers, but is {config.forced_eos_token_id}")
+        last = config.max_length - 1
+        processors.append(lambda ids, scores: force_tokens(scores, forced_eos) if ids.shape[1] == last else scores)
+    if config.suppress_tokens is not None:
+        suppressed = torch.tensor(list(config.suppress_tokens), dtype=torch.long, device=device)
+        processors.append(lambda ids, scores: suppress_tokens(scores, suppressed))
+    if config.begin_suppress_tokens is not None:
+        begin = torch.tensor(list(config.begin_suppress_tokens), dtype=torch.long, device=device)
+        begin_index = prompt_length + (1 if prompt_length == 1 and config.forced_bos_token_id is not None else 0)
+        processors.append(lambda ids, scores: suppress_tokens(scores, begin) if ids.shape[1] == begin_index else scores)
     processors.extend(user_processors or ())
     if config.do_sample:
+        keep = 1
+        if config.num_beams and config.num_beams > 1:
+            keep = (eos_token_ids.numel() if eos_token_ids is not None else 1) + 1
         warpers = []
         if config.temperature is not None and config.temperature != 1.0:
             warpers.append(partial(apply_temperature, temperature=config.temperature))
         if config.top_k:
-            warpers.append(partial(apply_top_k, top_k=config.top_k))
+            warpers.append(partial(apply_top_k, top_k=config.top_k, min_tokens_to_keep=keep))
         if config.top_p is not None and config.top_p < 1.0:
-            warpers.append(partial(apply_top_p, top_p=config.top_p))
+            warpers.append(partial(apply_top_p, top_p=config.top_p, min_tokens_to_keep=keep))
         if config.min_p is not None:
-            warpers.append(partial(apply_min_p, min_p=config.min_p))
+            warpers.append(partial(apply_min_p, min_p=config.min_p, min_tokens_to_keep=keep))
         if config.typical_p is not None and config.typical_p < 1.0:
-            warpers.append(partial(apply_typical_p, mass=config.typical_p))
+            warpers.append(partial(apply_typical_p, mass=config.typical_p, min_tokens_to_keep=keep))
         processors.extend(lambda ids, scores, warp=warp: warp(scores) for warp in warpers)
     return processors
 

@@ -1,34 +1,40 @@
 """The decode loop (a Python generator, one step per new token) and generate() on top of it.
 
 `decode_steps` runs a model through its forward(): the prompt once (prefill,
-logits for the last position only), then one token per step through a
-preallocated KVCache. It yields a DecodeStep per new token, so generate(),
-streaming and the CLI all share one loop. `GenerationMixin.generate` merges
-the generation settings (the user's, then the model's generation config,
-then transformers' global defaults), checks the lengths against the model's
-context, runs the loop and assembles transformers' outputs.
+logits for the last position only unless `echo` asks for the prompt's
+log-probabilities), then one token per step through a KV cache. It yields a
+DecodeStep per new token, so generate(), streaming, stop strings and the CLI
+all share one loop; greedy, sampling and beam search are ways of picking the
+next token inside it. A cache passed in by the caller is reused: when the new
+prompt starts with the tokens the cache already holds, only the rest is
+prefilled. `GenerationMixin.generate` merges the generation settings (the
+user's, then the model's generation config, then transformers' global
+defaults), checks the lengths against the model's context, runs the loop and
+assembles transformers' outputs.
 """
 
 import copy
-import time
 import warnings
 from dataclasses import dataclass, fields
 
 import torch
 
+from .beam_search import BeamSearch
 from .cache import KVCache
 from .config import GLOBAL_DEFAULTS, GenerationConfig
 from .logits_process import LogitsProcessorList, build_logits_processors, sample_next_token
+from .stopping_criteria import (
+    EosTokenCriteria,
+    MaxLengthCriteria,
+    MaxTimeCriteria,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    check_stop_strings,
+)
 
 # Settings we read but do not implement: generate() refuses them rather than silently ignoring them.
 UNSUPPORTED = {
-    "num_beams": lambda v: v > 1,
-    "stop_strings": lambda v: bool(v),
-    "bad_words_ids": lambda v: bool(v),
-    "suppress_tokens": lambda v: bool(v),
-    "begin_suppress_tokens": lambda v: bool(v),
-    "forced_bos_token_id": lambda v: True,
-    "forced_eos_token_id": lambda v: True,
     "sequence_bias": lambda v: bool(v),
     "guidance_scale": lambda v: v != 1,
     "exponential_decay_length_penalty": lambda v: True,
@@ -40,82 +46,9 @@ UNSUPPORTED = {
     "output_hidden_states": lambda v: bool(v),
 }
 
-
-# -- stopping criteria -----------------------------------------------------------------------
-class StoppingCriteria:
-    """Called after each step as `criteria(input_ids, scores) -> (B,) bool`: True marks a row as done.
-
-    `scores` is the tuple of processed scores so far when `output_scores` is on, else None (as in transformers).
-    """
-
-    def __call__(self, input_ids, scores, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
-
-
-class StoppingCriteriaList(list):
-    def __call__(self, input_ids, scores, **kwargs):
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for criteria in self:
-            done = done | criteria(input_ids, scores, **kwargs)
-        return done
-
-    @property
-    def max_length(self):
-        for criteria in self:
-            if isinstance(criteria, MaxLengthCriteria):
-                return criteria.max_length
-        return None
-
-
-class MaxLengthCriteria(StoppingCriteria):
-    """Done once the sequences, prompt included, hold `max_length` tokens."""
-
-    def __init__(self, max_length: int):
-        self.max_length = max_length
-
-    def __call__(self, input_ids, scores, **kwargs):
-        done = input_ids.shape[1] >= self.max_length
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-class MaxTimeCriteria(StoppingCriteria):
-    """Done once `max_time` seconds have passed since `initial_timestamp` (default: creation)."""
-
-    def __init__(self, max_time: float, initial_timestamp: float | None = None):
-        self.max_time = max_time
-        self.initial_timestamp = time.time() if initial_timestamp is None else initial_timestamp
-
-    def __call__(self, input_ids, scores, **kwargs):
-        done = time.time() - self.initial_timestamp > self.max_time
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-class EosTokenCriteria(StoppingCriteria):
-    """Done for the rows whose last token is one of `eos_token_id` (int, list or 1-D tensor)."""
-
-    def __init__(self, eos_token_id):
-        self.eos_token_id = torch.as_tensor(eos_token_id, dtype=torch.long).reshape(-1)
-
-    def __call__(self, input_ids, scores, **kwargs):
-        self.eos_token_id = self.eos_token_id.to(input_ids.device)
-        return torch.isin(input_ids[:, -1], self.eos_token_id)
-
-
 # -- outputs ------------------------------------------------------------------------------------
-@dataclass
-class GenerateDecoderOnlyOutput:
-    """What generate() returns with return_dict_in_generate=True (attribute, key and index access)."""
-
-    sequences: torch.Tensor
-    scores: tuple | None = None
-    logits: tuple | None = None
-    attentions: tuple | None = None
-    hidden_states: tuple | None = None
-    cache: KVCache | None = None
-
-    @property
-    def past_key_values(self):
-        return self.cache
+class OutputMixin:
+    """Attribute, key and index access over the fields that are set (None fields are left out)."""
 
     def keys(self):
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
@@ -138,6 +71,46 @@ class GenerateDecoderOnlyOutput:
     def __iter__(self):
         return iter(self.keys())
 
+    @property
+    def past_key_values(self):
+        return self.cache
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(OutputMixin):
+    """What generate() returns with return_dict_in_generate=True.
+
+    `logprobs` (B, new tokens): log-probability of each generated token under the model (log-softmax of the
+    raw logits), 0.0 where a finished row was padded; with `output_logprobs=True`.
+    `prompt_logprobs` (B, prompt): the same for each prompt token given the ones before it (0.0 for the first
+    token and for padding); with `echo=True`.
+    """
+
+    sequences: torch.Tensor
+    scores: tuple | None = None
+    logits: tuple | None = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    cache: KVCache | None = None
+    logprobs: torch.Tensor | None = None
+    prompt_logprobs: torch.Tensor | None = None
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(OutputMixin):
+    """Beam search's dict output: `sequences_scores` with output_scores; `beam_indices` (B*R, new tokens)
+    says which of the B*num_beams running rows each token was chosen from (-1 past the end)."""
+
+    sequences: torch.Tensor
+    sequences_scores: torch.Tensor | None = None
+    scores: tuple | None = None
+    logits: tuple | None = None
+    beam_indices: torch.Tensor | None = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    cache: KVCache | None = None
+    prompt_logprobs: torch.Tensor | None = None
+
 
 @dataclass
 class DecodeStep:
@@ -149,9 +122,42 @@ class DecodeStep:
     unfinished: torch.Tensor  # (B,) bool, rows still generating after this step
     sequences: torch.Tensor  # (B, prompt + steps so far): a view of the loop's buffer
     cache: KVCache | None = None  # the cache after this step's forward (None without use_cache)
+    logprobs: torch.Tensor | None = None  # (B,) log-softmax of the raw logits at the tokens, when asked
+    prompt_logprobs: torch.Tensor | None = None  # (B, prompt), first step only, with echo
 
 
 # -- the loop -----------------------------------------------------------------------------------
+def reuse_cached_prefix(cache: KVCache, input_ids, limit: int) -> int:
+    """Keep the cached tokens the prompt starts with (at most `limit`), drop the rest; return how many are kept.
+
+    A cache that holds tokens generate() did not record cannot be checked against the prompt: refused.
+    """
+    held = cache.get_seq_length()
+    cached_ids = cache.token_ids
+    if held and (cached_ids is None or cached_ids.shape[1] != held):
+        raise ValueError(
+            f"the cache passed to generate() holds {held} tokens that were not recorded by generate(), so they "
+            "cannot be matched against the prompt: pass a fresh KVCache() or one that generate() filled"
+        )
+    if cached_ids is None or cached_ids.shape[0] != input_ids.shape[0] or (len(cache) and cache.keys[0].shape[0] != input_ids.shape[0]):
+        cache.reset()
+        return 0
+    width = min(held, limit)
+    same = (cached_ids[:, :width] == input_ids[:, :width]).all(dim=0)
+    kept = int(same.long().cumprod(0).sum())
+    cache.crop(kept)
+    return kept
+
+
+def prompt_token_logprobs(logits, input_ids, attention_mask):
+    """(B, T) log p(token t | tokens before t) from the prefill logits (B, T, V); 0.0 at t = 0 and at padding."""
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    logprobs = torch.cat([logprobs.new_zeros(logprobs.shape[0], 1), logprobs], dim=1)
+    if attention_mask is not None:
+        logprobs = logprobs.masked_fill(attention_mask == 0, 0.0)
+    return logprobs
+
+
 @torch.no_grad()
 def decode_steps(
     model,
@@ -168,12 +174,20 @@ def decode_steps(
     use_cache: bool = True,
     copy_logits: bool = False,
     score_history: list | None = None,
+    cache: KVCache | None = None,
+    beams: BeamSearch | None = None,
+    echo: bool = False,
+    with_logprobs: bool = False,
 ):
     """Yield a DecodeStep per new token until `max_new_tokens` or every row is done.
 
     input_ids (B, T) long; attention_mask (B, T) long or None (None means no padding). eos_token_ids is a
     1-D long tensor or None; rows that produce one are done and get `pad_token_id` from then on.
     `score_history` (a list, or None) collects each step's scores for stopping criteria that read them.
+    `cache`: a KVCache to fill (and reuse: see reuse_cached_prefix); by default a new one sized for the call.
+    `beams`: a BeamSearch picks the tokens (the rows are its B * num_beams beams); it owns the stopping
+    criteria then. `echo` prefills with logits for every prompt position; `with_logprobs` adds each
+    token's log-probability to the steps.
     Host syncs: one per step ("is every row done?"), and only when there is an EOS or a stopping criterion.
     """
     batch, prompt_len = input_ids.shape
@@ -181,7 +195,10 @@ def decode_steps(
         raise ValueError("generation needs at least one prompt token (input_ids has length 0)")
     total = prompt_len + max_new_tokens
     device = input_ids.device
-    sequences = input_ids.new_empty(batch, total)
+    if beams is not None:
+        sequences = input_ids.new_full((batch, total), beams.fill_value)
+    else:
+        sequences = input_ids.new_empty(batch, total)
     sequences[:, :prompt_len] = input_ids
     if attention_mask is not None:
         mask = attention_mask.new_ones(batch, total)
@@ -191,16 +208,24 @@ def decode_steps(
         mask = None
         positions = torch.arange(prompt_len, device=device).unsqueeze(0).expand(batch, -1)
     all_positions = positions  # grows only without a cache, where every step re-reads the whole sequence
-    cache = KVCache(capacity=total) if use_cache else None
+    past = 0
+    if use_cache:
+        if cache is None:
+            cache = KVCache(capacity=total)
+        else:
+            past = reuse_cached_prefix(cache, input_ids, 0 if echo else prompt_len - 1)
+    else:
+        cache = None
     check_done = eos_token_ids is not None or bool(stopping_criteria)
-    if eos_token_ids is not None and pad_token_id is None:
+    if eos_token_ids is not None and pad_token_id is None and beams is None:
         raise ValueError("an EOS token is set but no pad_token_id to fill the rows that are done")
     scores_arg = tuple(score_history) if score_history is not None else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    step_input = input_ids
+    step_input, positions = input_ids[:, past:], positions[:, past:]
     length = prompt_len
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         step_mask = mask[:, :length] if mask is not None else None
+        keep = 0 if echo and step == 0 else 1
         if use_cache:
             out = model(
                 input_ids=step_input,
@@ -208,10 +233,12 @@ def decode_steps(
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=keep,
             )
             returned = getattr(out, "past_key_values", None)
             cache = returned if returned is not None else cache
+            if beams is None:
+                cache.token_ids = sequences[:, :length]
         else:
             out = model(
                 input_ids=sequences[:, :length],
@@ -219,14 +246,38 @@ def decode_steps(
                 position_ids=all_positions,
                 past_key_values=None,
                 use_cache=False,
-                logits_to_keep=1,
+                logits_to_keep=keep,
             )
+        prompt_logprobs = prompt_token_logprobs(out.logits, input_ids, attention_mask) if keep == 0 else None
         logits = out.logits[:, -1]
         logits = logits.to(torch.float32, copy=True) if copy_logits else logits.float()
-        scores = processors(sequences[:, :length], logits) if processors else logits
+        seen = sequences[:, :length]
+        if beams is not None:
+            scores = processors(seen, torch.log_softmax(logits, dim=-1)) if processors else torch.log_softmax(logits, dim=-1)
+            if score_history is not None:
+                score_history.append(scores)
+                scores_arg = tuple(score_history)
+            sequences, source, keep_going = beams.step(scores, sequences, length, scores_arg)
+            if cache is not None:
+                cache.reorder(source)
+            tokens = sequences[:, length]
+            length += 1
+            yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache, None, prompt_logprobs)
+            if not bool(keep_going):
+                return
+            step_input = tokens[:, None]
+            positions = positions[:, -1:] + 1
+            if not use_cache:
+                all_positions = torch.cat([all_positions, positions], dim=1)
+            continue
+        scores = processors(seen, logits) if processors else logits
         tokens = sample_next_token(scores, generator) if do_sample else torch.argmax(scores, dim=-1)
         if eos_token_ids is not None:
             tokens = torch.where(unfinished, tokens, pad_token_id)
+        logprobs = None
+        if with_logprobs:
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+            logprobs = logprobs.masked_fill(~unfinished, 0.0)
         sequences[:, length] = tokens
         length += 1
         if check_done:
@@ -237,7 +288,7 @@ def decode_steps(
                     scores_arg = tuple(score_history)
                 done = done | stopping_criteria(sequences[:, :length], scores_arg)
             unfinished = unfinished & ~done
-        yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache)
+        yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache, logprobs, prompt_logprobs)
         if check_done and not bool(unfinished.any()):
             return
         step_input = tokens[:, None]
@@ -260,24 +311,53 @@ class GenerationMixin:
         generator=None,
         logits_processor=None,
         stopping_criteria=None,
+        tokenizer=None,
+        output_logprobs: bool = False,
+        echo: bool = False,
         **kwargs,
     ):
         """Continue each prompt row; returns (B * num_return_sequences, prompt + new) token ids,
-        or a GenerateDecoderOnlyOutput with return_dict_in_generate=True.
+        or a GenerateDecoderOnlyOutput (GenerateBeamDecoderOnlyOutput with num_beams > 1) with
+        return_dict_in_generate=True.
 
-        Keyword arguments override the generation config (`max_new_tokens=`, `do_sample=`, ...).
+        Keyword arguments override the generation config (`max_new_tokens=`, `do_sample=`, `num_beams=`, ...).
         `generator` (a torch.Generator) makes sampling reproducible without touching the global RNG.
+        `tokenizer` is needed for `stop_strings`. `output_logprobs=True` adds each generated token's
+        log-probability, `echo=True` each prompt token's (computed in the prefill); both imply the dict output.
+        `past_key_values=` / `cache=`: a KVCache to fill and reuse across calls (only the part of the prompt
+        it does not already hold is prefilled); it is returned as the output's `cache`.
         """
         inputs = kwargs.pop("inputs", None)
         if inputs is not None:
             if input_ids is not None:
                 raise ValueError("pass the prompt as `input_ids` or as `inputs`, not both")
             input_ids = inputs
+        cache = kwargs.pop("cache", None)
+        past_key_values = kwargs.pop("past_key_values", None)
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("pass the KV cache as `cache` or as `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"generate() reuses a leanformers KVCache, not a {type(cache).__name__}")
         config, has_default_max_length = self._prepare_generation_config(generation_config, kwargs)
         for name, is_used in UNSUPPORTED.items():
             value = getattr(config, name, None)
             if value is not None and is_used(value):
-                raise ValueError(f"generate() does not support `{name}={value!r}` yet")
+                raise ValueError(f"generate() does not support `{name}={value!r}`")
+        num_beams = config.num_beams
+        if num_beams > 1:
+            if streamer is not None:
+                raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set to 1.")
+            if output_logprobs:
+                raise ValueError(
+                    "`output_logprobs` is for greedy search and sampling; with beam search use "
+                    "`return_dict_in_generate=True, output_scores=True` and `model.compute_transition_scores`"
+                )
+            if cache is not None:
+                raise ValueError("beam search builds its own KV cache (one row per beam): do not pass `cache`")
+            if not config.use_cache:
+                raise ValueError("beam search needs `use_cache=True`")
+        stop_strings = check_stop_strings(config.stop_strings) if config.stop_strings else None
 
         device = self.device
         eos = config.eos_token_id
@@ -299,6 +379,140 @@ class GenerationMixin:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
         input_ids = input_ids.to(device)
         batch, prompt_len = input_ids.shape
+        attention_mask = self._prepare_attention_mask(input_ids, attention_mask, pad_token_id, eos_token_ids)
+        max_new_tokens = self._prepare_generated_length(config, prompt_len, has_default_max_length)
+        copies = num_beams if num_beams > 1 else config.num_return_sequences
+        if copies > 1:
+            input_ids = input_ids.repeat_interleave(copies, dim=0)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(copies, dim=0)
+
+        # Processors and stopping criteria
+        pad_lengths = None
+        if attention_mask is not None and config.repetition_penalty != 1.0:
+            pad_lengths = (attention_mask != 0).int().argmax(dim=1)
+        vocab_size = getattr(getattr(self, "config", None), "vocab_size", None)
+        processors = build_logits_processors(
+            config,
+            prompt_len,
+            eos_token_ids=eos_token_ids,
+            pad_lengths=pad_lengths,
+            user_processors=logits_processor,
+            vocab_size=vocab_size,
+            device=device,
+        )
+        criteria = StoppingCriteriaList(stopping_criteria or ())
+        if config.max_time is not None:
+            criteria.append(MaxTimeCriteria(config.max_time))
+        if stop_strings:
+            criteria.append(StopStringCriteria(tokenizer, stop_strings))
+            if streamer is not None and hasattr(streamer, "set_stop_strings"):
+                streamer.set_stop_strings(stop_strings)
+        beams = None
+        if num_beams > 1:
+            criteria.append(MaxLengthCriteria(config.max_length))
+            if eos_token_ids is not None:
+                criteria.append(EosTokenCriteria(eos_token_ids))
+            fill = -1 if eos_token_ids is None else (pad_token_id or int(eos_token_ids[0]))
+            beams = BeamSearch(
+                batch, num_beams, prompt_len, config.max_length,
+                num_eos=0 if eos_token_ids is None else eos_token_ids.numel(),
+                length_penalty=config.length_penalty, early_stopping=config.early_stopping,
+                do_sample=config.do_sample, generator=generator, stopping_criteria=criteria,
+                fill_value=fill, device=device,
+            )  # fmt: skip
+
+        return_dict = config.return_dict_in_generate or output_logprobs or echo
+        want_scores = bool(return_dict and config.output_scores)
+        want_logits = bool(return_dict and config.output_logits)
+        scores, raw_logits, logprobs, prompt_logprobs = [], [], [], None
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        steps = decode_steps(
+            self,
+            input_ids,
+            attention_mask,
+            max_new_tokens=max_new_tokens,
+            processors=processors,
+            do_sample=config.do_sample,
+            generator=generator,
+            eos_token_ids=eos_token_ids if beams is None else None,
+            pad_token_id=pad_token_id,
+            stopping_criteria=criteria if beams is None else None,
+            use_cache=config.use_cache,
+            copy_logits=want_logits,
+            score_history=[] if want_scores and criteria else None,
+            cache=cache,
+            beams=beams,
+            echo=echo,
+            with_logprobs=output_logprobs,
+        )
+        sequences, cache = input_ids, None
+        for step in steps:
+            sequences, cache = step.sequences, step.cache
+            if step.prompt_logprobs is not None:
+                prompt_logprobs = step.prompt_logprobs
+            if want_scores:
+                scores.append(step.scores)
+            if want_logits:
+                raw_logits.append(step.logits)
+            if output_logprobs:
+                logprobs.append(step.logprobs)
+            if streamer is not None:
+                streamer.put(step.tokens.cpu())
+        if streamer is not None:
+            streamer.end()
+        if beams is not None:
+            sequences, sequence_scores, beam_indices = beams.result(config.num_return_sequences)
+            if not return_dict:
+                return sequences
+            if prompt_logprobs is not None:
+                prompt_logprobs = prompt_logprobs[::num_beams].repeat_interleave(config.num_return_sequences, dim=0)
+            return GenerateBeamDecoderOnlyOutput(
+                sequences=sequences,
+                sequences_scores=sequence_scores if want_scores else None,
+                scores=tuple(scores) if want_scores else None,
+                logits=tuple(raw_logits) if want_logits else None,
+                beam_indices=beam_indices,
+                cache=cache,
+                prompt_logprobs=prompt_logprobs,
+            )
+        sequences = sequences.clone()  # release the loop's preallocated buffer
+        if not return_dict:
+            return sequences
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences,
+            scores=tuple(scores) if want_scores else None,
+            logits=tuple(raw_logits) if want_logits else None,
+            cache=cache,
+            logprobs=torch.stack(logprobs, dim=1) if output_logprobs else None,
+            prompt_logprobs=prompt_logprobs,
+        )
+
+    def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits: bool = False):
+        """Each generated token's score at the step it was picked: (rows, new tokens) float.
+
+        `scores` is the output's `scores` tuple (processed scores; `normalize_logits=True` log-softmaxes them
+        first). For beam search pass the output's `beam_indices`: the row each step's score is read from;
+        steps past a beam's end (-1) score 0.
+        """
+        steps = len(scores)
+        stacked = torch.stack(scores, dim=1)  # (rows, steps, V)
+        if normalize_logits:
+            stacked = torch.log_softmax(stacked, dim=-1)
+        if beam_indices is None:
+            beam_indices = torch.arange(stacked.shape[0], device=stacked.device)[:, None].expand(-1, steps)
+        ended = beam_indices < 0
+        longest = int((~ended).sum(-1).max())
+        rows, ended = beam_indices[:, :longest].clamp(min=0).long(), ended[:, :longest]
+        tokens = sequences[:, sequences.shape[-1] - longest :]
+        step_index = torch.arange(longest, device=stacked.device)[None, :].expand_as(rows)
+        return stacked[rows, step_index, tokens].masked_fill(ended, 0.0)
+
+    def _prepare_attention_mask(self, input_ids, attention_mask, pad_token_id, eos_token_ids):
+        """Check the mask; infer it from pad_token_id when missing (warning, as transformers); None = no padding."""
+        batch = input_ids.shape[0]
+        device = input_ids.device
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
                 raise ValueError(
@@ -320,7 +534,7 @@ class GenerationMixin:
                         else "it equals the EOS token, so padding cannot be inferred and pad tokens are attended to. "
                     )
                     + "Pass the tokenizer's attention_mask to obtain reliable results.",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         if pad_token_id is not None and batch > 1:
             if attention_mask is not None:
@@ -331,69 +545,11 @@ class GenerationMixin:
                 warnings.warn(
                     "A decoder-only architecture is being used, but right-padding was detected! For correct "
                     "generation results, please set `padding_side='left'` when initializing the tokenizer.",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         if attention_mask is not None and bool((attention_mask == 1).all()):
             attention_mask = None  # no padding: the model takes its faster causal path
-        if config.num_return_sequences > 1:
-            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
-            if attention_mask is not None:
-                attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
-
-        max_new_tokens = self._prepare_generated_length(config, prompt_len, has_default_max_length)
-
-        # Processors and stopping criteria
-        pad_lengths = None
-        if attention_mask is not None and config.repetition_penalty != 1.0:
-            pad_lengths = (attention_mask != 0).int().argmax(dim=1)
-        processors = build_logits_processors(
-            config, prompt_len, eos_token_ids=eos_token_ids, pad_lengths=pad_lengths, user_processors=logits_processor
-        )
-        criteria = StoppingCriteriaList(stopping_criteria or ())
-        if config.max_time is not None:
-            criteria.append(MaxTimeCriteria(config.max_time))
-
-        return_dict = config.return_dict_in_generate
-        want_scores = bool(return_dict and config.output_scores)
-        want_logits = bool(return_dict and config.output_logits)
-        scores, raw_logits = [], []
-        if streamer is not None:
-            streamer.put(input_ids.cpu())
-        steps = decode_steps(
-            self,
-            input_ids,
-            attention_mask,
-            max_new_tokens=max_new_tokens,
-            processors=processors,
-            do_sample=config.do_sample,
-            generator=generator,
-            eos_token_ids=eos_token_ids,
-            pad_token_id=pad_token_id,
-            stopping_criteria=criteria,
-            use_cache=config.use_cache,
-            copy_logits=want_logits,
-            score_history=[] if want_scores and criteria else None,
-        )
-        sequences, cache = input_ids, None
-        for step in steps:
-            sequences, cache = step.sequences, step.cache
-            if want_scores:
-                scores.append(step.scores)
-            if want_logits:
-                raw_logits.append(step.logits)
-            if streamer is not None:
-                streamer.put(step.tokens.cpu())
-        if streamer is not None:
-            streamer.end()
-        sequences = sequences.clone()  # release the loop's preallocated buffer
-        if not return_dict:
-            return sequences
-        return GenerateDecoderOnlyOutput(
-            sequences=sequences,
-            scores=tuple(scores) if want_scores else None,
-            logits=tuple(raw_logits) if want_logits else None,
-            cache=cache,
-        )
+        return attention_mask
 
     def _prepare_generation_config(self, generation_config, kwargs):
         """Merge: kwargs > the generation_config passed > self.generation_config > GLOBAL_DEFAULTS.
