@@ -7,19 +7,24 @@ file keeps the settings transformers keeps beside it (special tokens, padding si
 chat template) and turns encodings into the dicts, lists and tensors transformers returns.
 """
 
+import contextvars
 import copy
 import functools
 import json
+import re
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from .config import read_json, write_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"  # the legacy {token: id} list of added tokens
+SPM_MODEL_FILE = "tokenizer.model"  # a SentencePiece model, read when there is no tokenizer.json
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 VERY_LARGE_INTEGER = int(1e30)  # model_max_length when nothing says otherwise (transformers' value)
@@ -42,6 +47,9 @@ HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "trust_remot
 PADDING_STRATEGIES = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 TRUNCATION_STRATEGIES = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
                          "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
+
+TRAINERS = {"BPE": trainers.BpeTrainer, "WordPiece": trainers.WordPieceTrainer,
+            "WordLevel": trainers.WordLevelTrainer, "Unigram": trainers.UnigramTrainer}
 
 
 # -- GGUF: byte-level BPE from the file's metadata -------------------------------------------------------
@@ -109,15 +117,19 @@ def byte_level_spelling(token: str) -> str:
 
 
 def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
-    """A byte-level BPE Tokenizer and its tokenizer_config-style settings from a GGUF file."""
+    """A Tokenizer and its tokenizer_config-style settings from a GGUF file's metadata: byte-level BPE
+    ('gpt2') or a SentencePiece vocabulary ('llama')."""
     from .weights import gguf_metadata
 
     meta = gguf_metadata(path)
     kind = meta.get("tokenizer.ggml.model")
+    if kind == "llama":
+        return spm_tokenizer_from_gguf(meta, path)
     if kind != "gpt2":
         raise ValueError(
             f"{path}: tokenizer.ggml.model={kind!r}; leanformers builds tokenizers from GGUF files with "
-            "byte-level BPE vocabularies ('gpt2'). Load the model's tokenizer.json folder instead."
+            "byte-level BPE ('gpt2') or SentencePiece ('llama') vocabularies. Load the model's tokenizer.json "
+            "folder instead."
         )
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
@@ -150,6 +162,173 @@ def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
     if meta.get("tokenizer.chat_template"):
         config["chat_template"] = meta["tokenizer.chat_template"]
     return tok, config
+
+
+# -- SentencePiece vocabularies (GGUF 'llama', tokenizer.model) -----------------------------------------
+SPM_NORMAL, SPM_UNKNOWN, SPM_CONTROL, SPM_USER_DEFINED, SPM_UNUSED, SPM_BYTE = 1, 2, 3, 4, 5, 6
+
+
+def spm_merges(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
+    """BPE merges that reproduce SentencePiece's BPE: the pair forming the highest-scoring piece merges first.
+
+    Every split of a piece into two pieces of the vocabulary is a merge ranked by the whole piece's score
+    (ties: longer left part first, then longer right part; splits of one piece ordered by their ids), which
+    is how llama.cpp's SPM tokenizer and transformers rebuild merges a file does not list."""
+    index = {token: i for i, token in enumerate(tokens)}
+    ranked = []
+    for token, score in dict(zip(tokens, scores)).items():
+        splits = [(token[:k], token[k:]) for k in range(1, len(token)) if token[:k] in index and token[k:] in index]
+        splits.sort(key=lambda pair: (index[pair[0]], index[pair[1]]))
+        ranked += [(score, len(left), len(right), left, right) for left, right in splits]
+    ranked.sort(key=lambda m: (m[0], m[1], m[2]), reverse=True)  # stable: equal keys keep their order
+    return [(left, right) for _, _, _, left, right in ranked]
+
+
+def spm_backend(tokens, scores, types, unk_id, model_type="bpe", byte_fallback=True, add_dummy_prefix=True,
+                precompiled_charsmap=b"", remove_extra_whitespaces=False) -> Tokenizer:
+    """A `tokenizers` pipeline that tokenizes as SentencePiece does: "▁" for spaces, a prefix "▁" on the
+    first word, byte fallback for characters outside the vocabulary."""
+    from tokenizers import normalizers
+
+    if model_type == "bpe":
+        vocab = {token: i for i, token in enumerate(tokens)}
+        unk = tokens[unk_id] if unk_id is not None else None
+        model = models.BPE(vocab=vocab, merges=spm_merges(tokens, scores), unk_token=unk, fuse_unk=True,
+                           byte_fallback=byte_fallback)
+        backend = Tokenizer(model)
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", split=False,
+                                                         prepend_scheme="first" if add_dummy_prefix else "never")
+        steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+        backend.decoder = decoders.Sequence(steps + [decoders.Strip(content=" ", left=1)] * add_dummy_prefix)
+    elif model_type == "unigram":
+        backend = Tokenizer(models.Unigram(list(zip(tokens, scores)), unk_id=unk_id, byte_fallback=byte_fallback))
+        steps = [normalizers.Precompiled(precompiled_charsmap)] if precompiled_charsmap else []
+        if remove_extra_whitespaces:
+            steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+        backend.normalizer = normalizers.Sequence(steps) if steps else None
+        scheme = "always" if add_dummy_prefix else "never"
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+    else:
+        raise ValueError(f"SentencePiece model type {model_type!r} is not supported; only BPE and Unigram are")
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, k in zip(tokens, types) if k == SPM_CONTROL])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, k in zip(tokens, types) if k == SPM_USER_DEFINED])
+    return backend
+
+
+def spm_tokenizer_from_gguf(meta: dict, path) -> tuple[Tokenizer, dict]:
+    """A SentencePiece-style GGUF vocabulary (tokenizer.ggml.model == 'llama'): tokens, scores and token
+    types become a BPE with byte fallback, merges ranked by score, as llama.cpp's SPM vocabulary works."""
+    tokens = meta["tokenizer.ggml.tokens"]
+    scores = meta.get("tokenizer.ggml.scores")
+    if scores is None or len(scores) != len(tokens):
+        raise ValueError(f"{path}: a 'llama' (SentencePiece) vocabulary needs tokenizer.ggml.scores, one per token "
+                         f"({len(tokens)}); the file has {None if scores is None else len(scores)}")
+    types = meta.get("tokenizer.ggml.token_type") or [SPM_NORMAL] * len(tokens)
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    if unk_id is None:
+        unk_id = next((i for i, k in enumerate(types) if k == SPM_UNKNOWN), None)
+    backend = spm_backend(tokens, [float(s) for s in scores], types, unk_id,
+                          add_dummy_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)))
+    # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise.
+    config = {"add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+              "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+              "tokenizer_class": "PreTrainedTokenizerFast"}
+    for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        token_id = meta.get(f"tokenizer.ggml.{key}")
+        if token_id is not None and 0 <= token_id < len(tokens):
+            config[name] = tokens[token_id]
+    if config.get("unk_token") is None and unk_id is not None:
+        config["unk_token"] = tokens[unk_id]
+    if meta.get("tokenizer.chat_template"):
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    return backend, config
+
+
+def read_protobuf(data: bytes) -> list[tuple[int, object]]:
+    """(field number, value) pairs of one protobuf message: ints for varints, bytes for length-delimited
+    fields, raw 4/8-byte strings for fixed-width ones. Enough to read a SentencePiece model."""
+    fields, at = [], 0
+
+    def varint():
+        nonlocal at
+        value, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    while at < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.append((number, varint()))
+        elif wire == 2:
+            length = varint()
+            fields.append((number, data[at: at + length]))
+            at += length
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            fields.append((number, data[at: at + width]))
+            at += width
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if at > len(data):
+            raise ValueError("truncated protobuf message")
+    return fields
+
+
+def tokenizer_from_sentencepiece_model(path) -> tuple[Tokenizer, dict]:
+    """A Tokenizer from a SentencePiece `tokenizer.model` file, read without the sentencepiece or protobuf
+    packages (the ModelProto fields for pieces, trainer and normalizer settings are few and stable)."""
+    import struct
+
+    try:
+        fields = read_protobuf(Path(path).read_bytes())
+        tokens, scores, types = [], [], []
+        trainer, normalizer = {}, {}
+        for number, value in fields:
+            if number == 1:  # SentencePiece {piece = 1, score = 2, type = 3}
+                piece = dict(read_protobuf(value))
+                tokens.append(piece.get(1, b"").decode("utf-8"))
+                scores.append(struct.unpack("<f", piece[2])[0] if 2 in piece else 0.0)
+                types.append(piece.get(3, SPM_NORMAL))
+            elif number == 2:
+                trainer = dict(read_protobuf(value))
+            elif number == 3:
+                normalizer = dict(read_protobuf(value))
+    except (ValueError, IndexError, UnicodeDecodeError, struct.error) as err:
+        raise ValueError(f"{path} is not a SentencePiece model file: {err}") from None
+    if not tokens:
+        raise ValueError(f"{path} holds no vocabulary pieces; it is not a SentencePiece model file")
+    model_type = {1: "unigram", 2: "bpe"}.get(trainer.get(3, 1))
+    if model_type is None:
+        raise ValueError(f"{path}: SentencePiece model type {trainer.get(3)} (word/char) is not supported; "
+                         "only BPE and Unigram models are")
+
+    def signed(value):  # int32 fields are written as 64-bit two's complement when negative
+        return value - (1 << 64) if value >= 1 << 63 else value
+
+    unk_id = signed(trainer.get(40, 0))
+    special = {name: signed(trainer.get(number, default))
+               for name, number, default in (("bos_token", 41, 1), ("eos_token", 42, 2), ("pad_token", 43, -1))}
+    backend = spm_backend(tokens, scores, types, unk_id if 0 <= unk_id < len(tokens) else None, model_type,
+                          byte_fallback=bool(trainer.get(35, 0)), add_dummy_prefix=bool(normalizer.get(3, 1)),
+                          precompiled_charsmap=normalizer.get(2, b""),
+                          remove_extra_whitespaces=bool(normalizer.get(4, 1)))
+    config = {"add_bos_token": True, "add_eos_token": False, "tokenizer_class": "PreTrainedTokenizerFast"}
+    if 0 <= unk_id < len(tokens):
+        config["unk_token"] = tokens[unk_id]
+    for name, index in special.items():
+        if 0 <= index < len(tokens):
+            config[name] = tokens[index]
+    return backend, config
 
 
 # -- folders ---------------------------------------------------------------------------------------------
@@ -185,7 +364,26 @@ def load_folder_config(folder: Path) -> dict:
     template_file = folder / CHAT_TEMPLATE_FILE
     if template_file.is_file():
         config["chat_template"] = template_file.read_text(encoding="utf-8")
+    added_file = folder / ADDED_TOKENS_FILE
+    if added_file.is_file():
+        config["added_tokens_decoder"] = {**added_tokens_from_file(added_file, config),
+                                          **(config.get("added_tokens_decoder") or {})}
     return config
+
+
+def added_tokens_from_file(path: Path, config: dict) -> dict:
+    """added_tokens.json ({token: id}) as added_tokens_decoder entries; tokens named as special are special."""
+    entries = read_config_object(path)
+    special = {token_content(config.get(name)) for name in SPECIAL_TOKEN_NAMES if config.get(name)}
+    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+    special |= {token_content(t) for t in (extra.values() if isinstance(extra, dict) else extra)}
+    decoder = {}
+    for token, index in entries.items():
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError(f"{path}: {token!r} maps to {index!r}; added_tokens.json maps each token to an integer id")
+        decoder[str(index)] = {"content": token, "lstrip": False, "rstrip": False, "single_word": False,
+                               "normalized": token not in special, "special": token in special}
+    return decoder
 
 
 # -- chat templates --------------------------------------------------------------------------------------
@@ -223,7 +421,9 @@ def compile_chat_template(template: str):
             return nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
 
         def _render(self, caller):
-            return caller()
+            text = caller()
+            # While spans are being tracked, fence the block so its place in the rendered chat can be found.
+            return f"{GENERATION_START}{text}{GENERATION_END}" if TRACK_GENERATION.get() else text
 
     class Namespace(jinja2.utils.Namespace):
         """namespace() that refuses underscore names, so templates cannot reach Python internals through it."""
@@ -250,7 +450,138 @@ def compile_chat_template(template: str):
     env.globals["raise_exception"] = _template_error
     env.globals["strftime_now"] = _strftime_now
     env.globals["namespace"] = Namespace
+    env.globals["dict"] = TemplateDict()
     return env.from_string(template)
+
+
+class TemplateDict:
+    """`dict(...)` for templates: builds plain dicts without exposing the dict type itself."""
+
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+# Private-use characters that fence {% generation %} output while its character spans are tracked.
+GENERATION_START, GENERATION_END = "\U000f0002", "\U000f0003"
+TRACK_GENERATION = contextvars.ContextVar("track_generation", default=False)
+
+
+def has_generation_blocks(template: str) -> bool:
+    return re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
+
+
+def render_tracking_generation(compiled, **variables) -> tuple[str, list[tuple[int, int]]]:
+    """Render, and return the [start, end) characters of each {% generation %} block's output."""
+    token = TRACK_GENERATION.set(True)
+    try:
+        fenced = compiled.render(**variables)
+    finally:
+        TRACK_GENERATION.reset(token)
+    pieces = re.split(f"({GENERATION_START}|{GENERATION_END})", fenced)
+    text, spans, start = [], [], None
+    length = 0
+    for piece in pieces:
+        if piece == GENERATION_START:
+            start = length
+        elif piece == GENERATION_END:
+            spans.append((start, length))
+        else:
+            text.append(piece)
+            length += len(piece)
+    return "".join(text), spans
+
+
+def message_texts(message: dict) -> list[str]:
+    """The text a message carries: its content string, or the text of its content blocks."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [content] if content else []
+    if isinstance(content, list):
+        return [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str) and b["text"]]
+    return []
+
+
+def assistant_spans_by_message(render, messages: list[dict], rendered: str, end_markers: list[str]):
+    """Character spans of the assistant replies in `rendered`, for templates without {% generation %} blocks.
+
+    Each assistant message's region is what rendering the conversation up to it adds to rendering the
+    conversation before it; its content is looked up inside that region (the template writes the header
+    first, so the last occurrence is the reply). The end-of-turn token the template writes right after the
+    reply (<|im_end|>, <|eot_id|>, </s>, ...) belongs to the span: the model has to learn to produce it.
+    When a template renders earlier messages differently once later ones follow, the search continues
+    from the previous reply instead.
+    """
+    from jinja2.exceptions import TemplateError
+
+    spans, cursor = [], 0
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant" or not message_texts(message):
+            continue
+        start, end, in_region = cursor, len(rendered), False
+        try:
+            before = render(messages[:i]) if i else ""
+            upto = render(messages[: i + 1])
+            if rendered.startswith(upto) and upto.startswith(before) and len(before) >= cursor:
+                start, end, in_region = len(before), len(upto), True
+        except TemplateError:
+            pass  # the template refuses a partial conversation; search from the previous reply
+        found = locate_texts(rendered, message_texts(message), start, end, from_the_end=in_region)
+        if found is None:
+            raise ValueError(
+                f"message {i} (assistant): its content does not appear in the rendered chat, so the assistant "
+                "mask cannot be built; use a template whose assistant turns are marked with "
+                "{% generation %}...{% endgeneration %}"
+            )
+        at, stop = found
+        marker = next((m for m in end_markers if rendered.startswith(m, stop)), None)
+        stop += len(marker) if marker else 0
+        spans.append((at, stop))
+        cursor = stop
+    return spans
+
+
+def locate_texts(rendered, texts, start, end, from_the_end):
+    """[first, last) characters of `texts` appearing in order in rendered[start:end], or None."""
+    for variant in (texts, [t.strip() for t in texts]):
+        if not all(variant):
+            continue
+        positions = []
+        if from_the_end:
+            limit = end
+            for text in reversed(variant):
+                at = rendered.rfind(text, start, limit)
+                if at < 0:
+                    break
+                positions.insert(0, (at, at + len(text)))
+                limit = at
+        else:
+            cursor = start
+            for text in variant:
+                at = rendered.find(text, cursor, end)
+                if at < 0:
+                    break
+                positions.append((at, at + len(text)))
+                cursor = at + len(text)
+        if len(positions) == len(variant):
+            return positions[0][0], positions[-1][1]
+    return None
+
+
+def token_mask_from_spans(offsets, spans) -> list[int]:
+    """1 for every token whose characters overlap a span (a span cut by truncation keeps its remaining tokens)."""
+    mask = [0] * len(offsets)
+    span_index = 0
+    for token_index, (token_start, token_end) in enumerate(offsets):
+        while span_index < len(spans) and token_start >= spans[span_index][1]:
+            span_index += 1
+        if span_index == len(spans):
+            break
+        if token_end > spans[span_index][0]:
+            mask[token_index] = 1
+    return mask
 
 
 def plain_template_data(value):
@@ -286,8 +617,104 @@ def check_conversation(conversation, index=None) -> list[dict]:
         if not isinstance(message.get("role"), str):
             raise ValueError(f"{where}, message {i} has no 'role' (a string such as 'user', 'assistant', "
                              f"'system'); its keys are {sorted(message)}")
-        messages.append(plain_template_data({k: v for k, v in message.items() if v is not None}))
+        message = plain_template_data({k: v for k, v in message.items() if v is not None})
+        reasoning = next((message[k] for k in REASONING_FIELDS if k in message), None)
+        if reasoning is not None:  # templates read reasoning_content, gpt-oss ones read thinking
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        messages.append(message)
     return messages
+
+
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+# -- tools given as Python functions ----------------------------------------------------------------------
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null",
+              list: "array", tuple: "array", dict: "object"}
+
+
+def json_schema_of_hint(hint, where: str) -> dict:
+    """The JSON schema of a type hint: scalars, list[...], tuple[...], dict[...], unions, Optional, Literal."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return {}
+    if origin is None and hint in JSON_TYPES:
+        return {"type": JSON_TYPES[hint]}
+    if origin in (typing.Union, types.UnionType):
+        parts = [json_schema_of_hint(a, where) for a in args if a is not type(None)]
+        if len(parts) == 1:
+            schema = parts[0]
+        elif all(p.keys() == {"type"} and isinstance(p["type"], str) for p in parts):
+            names = sorted({p["type"] for p in parts})
+            schema = {"type": names[0] if len(names) == 1 else names}
+        else:
+            schema = {"anyOf": parts}
+        if type(None) in args:
+            schema["nullable"] = True
+        return schema
+    if origin is typing.Literal and args:
+        kinds = list(dict.fromkeys(JSON_TYPES[type(a)] for a in args))
+        return {"type": kinds[0] if len(kinds) == 1 else kinds, "enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": json_schema_of_hint(args[0], where)} if args else {"type": "array"}
+    if origin is tuple and args and ... not in args:
+        return {"type": "array", "prefixItems": [json_schema_of_hint(a, where) for a in args]}
+    if origin is dict:
+        return {"type": "object", **({"additionalProperties": json_schema_of_hint(args[1], where)} if args else {})}
+    raise TypeError(f"{where}: cannot describe the type hint {hint!r} in JSON schema; use int, float, str, bool, "
+                    "list, dict, Optional, Union or Literal, or pass the tool as a JSON-schema dict")
+
+
+def get_json_schema(func) -> dict:
+    """A tool's JSON schema from a function's type hints and Google-style docstring (description, Args:, Returns:)."""
+    import inspect
+    import typing
+
+    name = getattr(func, "__name__", "tool")
+    doc = inspect.getdoc(func)
+    if not doc:
+        raise ValueError(f"tool {name!r} has no docstring; describe it and each argument (Google style, 'Args:')")
+    description = re.match(r"(.*?)\s*(?:Args:|Returns:|Raises:|\Z)", doc, re.DOTALL).group(1).strip()
+    args_block = re.search(r"\n\s*Args:\n(.*?)\s*(?:Returns:|Raises:|\Z)", doc, re.DOTALL)
+    returns = re.search(r"\n\s*Returns:\n\s*(.*?)\s*(?:Raises:|\Z)", doc, re.DOTALL)
+    arg_docs = {}
+    if args_block:
+        entries = re.findall(r"(?:^|\n)([ \t]*)(\w+)(?:[ \t]*\([^()\n]*\))?:\s*(.*?)\s*"
+                             r"(?=\n(?!\1[ \t])[ \t]*\w+(?:[ \t]*\([^()\n]*\))?:|\Z)",
+                             "\n".join(line for line in args_block.group(1).split("\n") if line.strip()), re.DOTALL)
+        arg_docs = {arg: re.sub(r"\s*\n+\s*", " ", text.strip()) for _, arg, text in entries}
+    hints = typing.get_type_hints(func)
+    properties, required = {}, []
+    for param in inspect.signature(func).parameters.values():
+        if param.name in ("self", "cls") and param.annotation is inspect.Parameter.empty:
+            continue
+        if param.name not in hints:
+            raise TypeError(f"tool {name!r}: argument {param.name!r} has no type hint")
+        if param.name not in arg_docs:
+            raise ValueError(f"tool {name!r}: the docstring's Args: section does not describe {param.name!r}")
+        schema = json_schema_of_hint(hints[param.name], f"tool {name!r}, argument {param.name!r}")
+        text = arg_docs[param.name]
+        choices = re.search(r"\(choices:\s*(.*?)\)\s*$", text, flags=re.IGNORECASE)
+        if choices:
+            schema["enum"] = [c.strip() if isinstance(c, str) else c for c in json.loads(choices.group(1))]
+            text = text[: choices.start()].strip()
+        schema["description"] = text
+        properties[param.name] = schema
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+    parameters = {"type": "object", "properties": properties, **({"required": required} if required else {})}
+    out = {"name": name, "description": description, "parameters": parameters}
+    if "return" in hints:
+        try:
+            out["return"] = json_schema_of_hint(hints["return"], f"tool {name!r}, return value")
+            if returns:
+                out["return"]["description"] = returns.group(1).strip()
+        except TypeError:
+            pass
+    return {"type": "function", "function": out}
 
 
 CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
@@ -342,6 +769,20 @@ def check_tensor_type(return_tensors):
         raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
 
 
+class CharSpan(NamedTuple):
+    """Characters [start, end) of a text."""
+
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens [start, end) of an encoding."""
+
+    start: int
+    end: int
+
+
 class BatchEncoding(dict):
     """What a tokenizer returns: a dict (input_ids, attention_mask, ...) with attribute access.
 
@@ -389,7 +830,58 @@ class BatchEncoding(dict):
         return self._encoding(batch_index).tokens
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, the index of the word it came from (None for special and padding tokens)."""
         return self._encoding(batch_index).word_ids
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, 0 or 1 for the first or second text of a pair (None for special tokens)."""
+        return self._encoding(batch_index).sequence_ids
+
+    @property
+    def is_fast(self) -> bool:
+        return self._encodings is not None
+
+    @property
+    def n_sequences(self) -> int | None:
+        return None if self._encodings is None else self._encodings[0].n_sequences
+
+    @staticmethod
+    def _batch_and_index(batch_or_index, index):
+        return (batch_or_index, index) if index is not None else (0, batch_or_index)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        """The (start, end) characters of a token in its text, or None for special and padding tokens."""
+        batch_index, token_index = self._batch_and_index(batch_or_token_index, token_index)
+        span = self._encoding(batch_index).token_to_chars(token_index)
+        return CharSpan(*span) if span is not None else None
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0):
+        """The index of the token holding a character of the text (or of the pair's second text), or None."""
+        batch_index, char_index = self._batch_and_index(batch_or_char_index, char_index)
+        return self._encoding(batch_index).char_to_token(char_index, sequence_index)
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None):
+        batch_index, token_index = self._batch_and_index(batch_or_token_index, token_index)
+        return self._encoding(batch_index).token_to_word(token_index)
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None):
+        batch_index, token_index = self._batch_and_index(batch_or_token_index, token_index)
+        return self._encoding(batch_index).token_to_sequence(token_index)
+
+    def word_to_tokens(self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0):
+        """The (start, end) tokens of a word, or None when the word produced no token."""
+        batch_index, word_index = self._batch_and_index(batch_or_word_index, word_index)
+        span = self._encoding(batch_index).word_to_tokens(word_index, sequence_index)
+        return TokenSpan(*span) if span is not None else None
+
+    def word_to_chars(self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0):
+        batch_index, word_index = self._batch_and_index(batch_or_word_index, word_index)
+        span = self._encoding(batch_index).word_to_chars(word_index, sequence_index)
+        return CharSpan(*span) if span is not None else None
+
+    def char_to_word(self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0):
+        batch_index, char_index = self._batch_and_index(batch_or_char_index, char_index)
+        return self._encoding(batch_index).char_to_word(char_index, sequence_index)
 
     def _encoding(self, batch_index):
         if self._encodings is None:
@@ -446,6 +938,7 @@ class PreTrainedTokenizer:
         self.padding_side = self._check_side("padding_side", config.get("padding_side", "right"))
         self.truncation_side = self._check_side("truncation_side", config.get("truncation_side", "right"))
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
+        self.split_special_tokens = bool(config.get("split_special_tokens", False))
         self.tokenizer_class = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
         self.model_input_names = list(config.get("model_input_names") or self._default_input_names())
         self.chat_template = config.get("chat_template")
@@ -480,6 +973,9 @@ class PreTrainedTokenizer:
                                   revision=revision, cache_dir=cache_dir)
         if path.suffix == ".gguf":
             backend, config = tokenizer_from_gguf(path)
+        elif not (path / TOKENIZER_FILE).is_file() and (path / SPM_MODEL_FILE).is_file():
+            backend, config = tokenizer_from_sentencepiece_model(path / SPM_MODEL_FILE)
+            config.update(load_folder_config(path))
         else:
             tokenizer_file = path / TOKENIZER_FILE
             if not tokenizer_file.is_file():
@@ -520,6 +1016,12 @@ class PreTrainedTokenizer:
             if token.content not in have:
                 self._tokenizer.add_tokens([token])
                 have.add(token.content)
+                given = self._tokenizer.token_to_id(token.content)
+                if given != int(index):
+                    raise ValueError(
+                        f"added token {token.content!r} is listed with id {index}, but the vocabulary has "
+                        f"{given} tokens before it; the added tokens' ids must follow the vocabulary without gaps"
+                    )
 
     def _add_missing_special_tokens(self):
         have = {t.content for t in self._tokenizer.get_added_tokens_decoder().values()}
@@ -677,7 +1179,12 @@ class PreTrainedTokenizer:
                  return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
                  return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
                  return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
+                 truncation_side: str | None = None, split_special_tokens: bool | None = None,
                  **kwargs) -> BatchEncoding:
+        """Tokenize a text, a pair, or a batch of either: ids plus the masks asked for, as lists or tensors.
+
+        The arguments are transformers'; `truncation_side` may also be given per call.
+        """
         if kwargs:
             raise TypeError(f"tokenizer() got unsupported arguments: {', '.join(sorted(kwargs))}")
         if text is None:
@@ -686,6 +1193,8 @@ class PreTrainedTokenizer:
         batched = self._is_batched(text, is_split_into_words)
         texts = list(text) if batched else [text]
         self._check_texts("text", texts, is_split_into_words)
+        if not batched and not text_pair:
+            text_pair = None  # transformers treats a single empty pair as no pair
         if text_pair is not None:
             pairs = list(text_pair) if batched else [text_pair]
             if batched and isinstance(text_pair, str):
@@ -699,8 +1208,14 @@ class PreTrainedTokenizer:
 
         padding_strategy, truncation_strategy, max_length = self._strategies(padding, truncation, max_length,
                                                                              pad_to_multiple_of)
+        if truncation_strategy is not None:
+            self._check_truncation_room(max_length, stride, add_special_tokens, text_pair is not None,
+                                        return_overflowing_tokens)
         self._configure_backend(padding_strategy, truncation_strategy, max_length, stride, pad_to_multiple_of,
-                                padding_side)
+                                padding_side, truncation_side)
+        split = self.split_special_tokens if split_special_tokens is None else bool(split_special_tokens)
+        if self._tokenizer.encode_special_tokens != split:
+            self._tokenizer.encode_special_tokens = split
         try:
             encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                                      is_pretokenized=is_split_into_words)
@@ -784,13 +1299,37 @@ class PreTrainedTokenizer:
                              f"{pad_to_multiple_of}, so padding would exceed it")
         return padding_strategy, truncation_strategy, max_length
 
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens encoding adds to one sequence (or to a pair)."""
+        post = self._tokenizer.post_processor
+        return 0 if post is None else post.num_special_tokens_to_add(pair)
+
+    def _check_truncation_room(self, max_length, stride, add_special_tokens, pair, overflowing):
+        """Refuse a max_length the special tokens alone fill, and a stride that leaves no room to advance.
+
+        transformers silently leaves such inputs untruncated (or fails in Rust with a bare message)."""
+        special = self.num_special_tokens_to_add(pair) if add_special_tokens else 0
+        room = max_length - special
+        if room <= 0:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for text: the special tokens alone take {special}. "
+                f"Use max_length > {special}, or add_special_tokens=False."
+            )
+        if stride and stride >= room:
+            raise ValueError(
+                f"stride={stride} must be smaller than max_length={max_length} minus the {special} special tokens "
+                f"(= {room}), or the overflowing windows would never advance; use a smaller stride or a larger "
+                "max_length."
+            )
+
     def _configure_backend(self, padding_strategy, truncation_strategy, max_length, stride, pad_to_multiple_of,
-                           padding_side):
+                           padding_side, truncation_side=None):
         if truncation_strategy is None:
             self._tokenizer.no_truncation()
         else:
+            side = self._check_side("truncation_side", truncation_side or self.truncation_side)
             self._tokenizer.enable_truncation(max_length, stride=stride, strategy=truncation_strategy,
-                                              direction=self.truncation_side)
+                                              direction=side)
         if padding_strategy is None:
             self._tokenizer.no_padding()
         else:
@@ -902,46 +1441,151 @@ class PreTrainedTokenizer:
     def apply_chat_template(self, conversation, tools=None, documents=None, chat_template=None,
                             add_generation_prompt: bool = False, continue_final_message=False, tokenize: bool = True,
                             padding=False, truncation: bool = False, max_length=None, return_tensors=None,
-                            return_dict: bool = False, tokenizer_kwargs=None, **template_kwargs):
-        """Render a conversation (or a list of them) with the chat template; ids unless tokenize=False.
+                            return_dict: bool = True, return_assistant_tokens_mask: bool = False,
+                            tokenizer_kwargs=None, **template_kwargs):
+        """Render a conversation (or a list of them) with the chat template.
 
-        The rendered text already holds the special tokens the template writes, so it is tokenized
-        without adding special tokens again (no second BOS).
+        tokenize=False gives the text; otherwise a BatchEncoding (return_dict=True, transformers v5's default)
+        or the ids (return_dict=False). The rendered text already holds the special tokens the template
+        writes, so it is tokenized with add_special_tokens=False: no second BOS.
+
+        return_assistant_tokens_mask adds "assistant_masks": 1 on the tokens of the assistant replies. With
+        {% generation %} blocks the blocks say where replies are (as in transformers); without them each
+        assistant message's content is found in the rendered chat message by message, and the end-of-turn
+        token after it is included (transformers returns an all-zero mask there).
         """
+        if not tokenize:
+            return_dict = False
+        if return_assistant_tokens_mask and not (tokenize and return_dict):
+            raise ValueError("return_assistant_tokens_mask=True needs tokenize=True and return_dict=True")
         template = self.get_chat_template(chat_template, tools)
         if continue_final_message and add_generation_prompt:
             raise ValueError("continue_final_message and add_generation_prompt cannot both be set: one continues "
                              "the last message, the other starts a new assistant message")
-        batched = (isinstance(conversation, (list, tuple)) and len(conversation) > 0
-                   and isinstance(conversation[0], (list, tuple)))
+        if continue_final_message and return_assistant_tokens_mask:
+            raise ValueError("continue_final_message cannot be combined with return_assistant_tokens_mask")
+        if isinstance(conversation, (list, tuple)) and len(conversation) == 0:
+            raise ValueError("cannot apply a chat template to an empty conversation; give at least one message")
+        batched = isinstance(conversation, (list, tuple)) and isinstance(conversation[0], (list, tuple))
         conversations = list(conversation) if batched else [conversation]
         conversations = [check_conversation(c, i if batched else None) for i, c in enumerate(conversations)]
         tools = self._check_tools(tools)
         compiled = compile_chat_template(template)
         variables = plain_template_data({**self.special_tokens_map, **template_kwargs})
+        variables.update(tools=tools, documents=plain_template_data(documents))
         field = continue_final_message if isinstance(continue_final_message, str) else "content"
-        rendered = []
+        tracked = return_assistant_tokens_mask and has_generation_blocks(template)
+        end_markers = sorted((t.content for t in self.added_tokens_decoder.values() if t.special), key=len,
+                             reverse=True)
+        rendered, all_spans = [], []
         for messages in conversations:
             final_text = tag_final_message(messages, field) if continue_final_message else None
-            text = compiled.render(messages=messages, tools=tools, documents=plain_template_data(documents),
-                                   add_generation_prompt=add_generation_prompt, **variables)
+            if tracked:
+                text, spans = render_tracking_generation(compiled, messages=messages,
+                                                         add_generation_prompt=add_generation_prompt, **variables)
+            else:
+                text = compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+                if return_assistant_tokens_mask:
+                    def render(part):
+                        return compiled.render(messages=part, add_generation_prompt=False, **variables)
+                    spans = assistant_spans_by_message(render, messages, text, end_markers)
             rendered.append(cut_after_final_message(text, final_text) if continue_final_message else text)
+            if return_assistant_tokens_mask:
+                all_spans.append(spans)
         if not tokenize:
             return rendered if batched else rendered[0]
         out = self(rendered if batched else rendered[0], add_special_tokens=False, padding=padding,
                    truncation=truncation, max_length=max_length, return_tensors=return_tensors,
                    **(tokenizer_kwargs or {}))
-        return out if return_dict else out["input_ids"]
+        if not return_dict:
+            return out["input_ids"]
+        if return_assistant_tokens_mask:
+            masks = [token_mask_from_spans(e.offsets, spans) for e, spans in zip(out.encodings, all_spans)]
+            out["assistant_masks"] = masks if batched or return_tensors else masks[0]
+            if return_tensors:
+                out.convert_to_tensors(return_tensors)
+        return out
 
     @staticmethod
     def _check_tools(tools):
+        """Tools as JSON-schema dicts; Python functions are described from their signature and docstring."""
         if tools is None:
             return None
+        schemas = []
         for i, tool in enumerate(tools):
-            if not isinstance(tool, dict):
+            if isinstance(tool, dict):
+                schemas.append(tool)
+            elif callable(tool):
+                schemas.append(get_json_schema(tool))
+            else:
                 raise TypeError(f"tools[{i}] is {type(tool).__name__}; pass each tool as a JSON-schema dict "
-                                "({'type': 'function', 'function': {'name': ..., 'parameters': ...}})")
-        return plain_template_data(list(tools))
+                                "({'type': 'function', 'function': {'name': ..., 'parameters': ...}}) or as a "
+                                "Python function with type hints and a Google-style docstring")
+        return plain_template_data(schemas)
+
+    # -- training ------------------------------------------------------------------------------------
+    def train_new_from_iterator(self, text_iterator, vocab_size: int, length: int | None = None,
+                                 new_special_tokens=None, special_tokens_map: dict | None = None, **trainer_kwargs):
+        """A tokenizer of the same kind (model, normalizer, pre-tokenizer, decoder, special tokens) trained anew.
+
+        `text_iterator` yields texts or batches (lists) of texts. `special_tokens_map` renames special tokens
+        ({"</s>": "<|end|>"}), `new_special_tokens` adds more; other keyword arguments go to the `tokenizers`
+        trainer (min_frequency, show_progress, ...).
+        """
+        rename = special_tokens_map or {}
+        data = json.loads(self._tokenizer.to_str())
+        added = data.pop("added_tokens")
+        post_processor = data.pop("post_processor")
+        model = data["model"]
+        kind = model["type"]
+        if kind not in TRAINERS:
+            raise ValueError(f"cannot train a {kind} tokenizer; train_new_from_iterator supports {', '.join(TRAINERS)}")
+        unk = None
+        if kind == "BPE":
+            model["vocab"], model["merges"] = {}, []
+        elif kind == "Unigram":
+            if model.get("unk_id") is not None:
+                unk = rename.get(model["vocab"][model["unk_id"]][0], model["vocab"][model["unk_id"]][0])
+                model["unk_id"], model["vocab"] = 0, [[unk, 0.0]]
+        else:
+            model["vocab"] = {}
+        if model.get("unk_token") in rename:
+            model["unk_token"] = rename[model["unk_token"]]
+        backend = Tokenizer.from_str(json.dumps(data))
+
+        special = [AddedToken(rename.get(t["content"], t["content"]), single_word=t["single_word"], lstrip=t["lstrip"],
+                              rstrip=t["rstrip"], normalized=t["normalized"], special=True)
+                   for t in added if t["special"] or kind == "Unigram"]
+        special += [t if isinstance(t, AddedToken) else AddedToken(t, special=True, normalized=False)
+                    for t in new_special_tokens or []]
+        if kind == "BPE":
+            for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+                if model.get(key) is not None:
+                    trainer_kwargs.setdefault(key, model[key])
+        if kind == "Unigram" and unk is not None:
+            trainer_kwargs.setdefault("unk_token", unk)
+        if uses_byte_level(data.get("pre_tokenizer")):
+            trainer_kwargs.setdefault("initial_alphabet", pre_tokenizers.ByteLevel.alphabet())
+        trainer = TRAINERS[kind](vocab_size=vocab_size, special_tokens=special, **trainer_kwargs)
+        backend.train_from_iterator(text_iterator, trainer=trainer, length=length)
+
+        if post_processor is not None:
+            renumber_post_processor(post_processor, backend, rename)
+            trained = json.loads(backend.to_str())
+            trained["post_processor"] = post_processor
+            backend = Tokenizer.from_str(json.dumps(trained))
+
+        config = {k: v for k, v in self.tokenizer_config().items() if k != "added_tokens_decoder"}
+        for name in SPECIAL_TOKEN_NAMES:
+            if config.get(name) is not None:
+                config[name] = rename.get(config[name], config[name])
+        extra = [rename.get(t, t) for t in self._extra_special_tokens]
+        extra += [token_content(t) for t in new_special_tokens or []]
+        if extra:
+            config["extra_special_tokens"] = list(dict.fromkeys(extra))
+        if self.chat_template:
+            config["chat_template"] = copy.deepcopy(self.chat_template)
+        return type(self)(tokenizer_object=backend, name_or_path=self.name_or_path, **config)
 
     # -- saving ----------------------------------------------------------------------------------------
     def tokenizer_config(self) -> dict:
@@ -951,8 +1595,6 @@ class PreTrainedTokenizer:
             config.pop(key, None)
         config.update({
             "added_tokens_decoder": {str(i): added_token_dict(t) for i, t in self.added_tokens_decoder.items()},
-            "add_bos_token": self.add_bos_token,
-            "add_eos_token": self.add_eos_token,
             "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
             "model_input_names": list(self.model_input_names),
             "model_max_length": self.model_max_length,
@@ -960,6 +1602,8 @@ class PreTrainedTokenizer:
             "truncation_side": self.truncation_side,
             "tokenizer_class": self.tokenizer_class,
         })
+        if self._manage_post_processor:  # else the post-processor in tokenizer.json decides, and must stay
+            config.update(add_bos_token=self.add_bos_token, add_eos_token=self.add_eos_token)
         config.update({name: token for name, token in self._special_tokens.items() if token is not None})
         if self._extra_special_tokens:
             config["extra_special_tokens"] = list(self._extra_special_tokens)
@@ -985,6 +1629,9 @@ class PreTrainedTokenizer:
             TOKENIZER_CONFIG_FILE: dump_json(self.tokenizer_config(), TOKENIZER_CONFIG_FILE),
             SPECIAL_TOKENS_MAP_FILE: dump_json(self.special_tokens_map, SPECIAL_TOKENS_MAP_FILE),
         }
+        added = {t: i for t, i in self.added_tokens_encoder.items() if i >= self.vocab_size}
+        if added:  # the legacy list older loaders read added tokens from
+            files[ADDED_TOKENS_FILE] = dump_json(added, ADDED_TOKENS_FILE)
         save_directory.mkdir(parents=True, exist_ok=True)
         written = []
         for name, text in files.items():
@@ -1039,6 +1686,78 @@ def clean_up_tokenization(text: str) -> str:
 
 
 PreTrainedTokenizerFast = PreTrainedTokenizer
+
+
+class IncrementalDecoder:
+    """Text of a growing sequence of ids, piece by piece, for streaming.
+
+    `push(ids)` returns the text the new ids complete. It holds text back while it ends in an incomplete
+    UTF-8 character (a Chinese character or emoji spread over several byte-level tokens decodes to U+FFFD
+    until its last byte arrives), so no piece ever carries half a character. Only a short window of ids is
+    decoded each time: ids from the previous emission on, compared with the text they already gave, which
+    also keeps word-boundary spaces (WordPiece "##", SentencePiece "▁") right. `flush()` returns what is left.
+    The pieces joined equal `tokenizer.decode(all_ids)`.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizer, skip_special_tokens: bool = False, **decode_kwargs):
+        self.tokenizer = tokenizer
+        self.decode_kwargs = {"skip_special_tokens": skip_special_tokens, **decode_kwargs}
+        self.ids: list[int] = []
+        self.prefix_offset = 0  # start of the window that is decoded again
+        self.read_offset = 0  # ids up to here have been emitted
+
+    def _decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, **self.decode_kwargs)
+
+    def push(self, token_ids) -> str:
+        ids = to_id_list(token_ids)
+        self.ids.extend([ids] if isinstance(ids, int) else ids)
+        seen = self._decode(self.ids[self.prefix_offset: self.read_offset])
+        text = self._decode(self.ids[self.prefix_offset:])
+        if len(text) <= len(seen) or text.endswith("\ufffd"):
+            return ""
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        return text[len(seen):]
+
+    def flush(self) -> str:
+        """The rest of the text, even an incomplete character (as U+FFFD, the way decode() shows it)."""
+        seen = self._decode(self.ids[self.prefix_offset: self.read_offset])
+        text = self._decode(self.ids[self.prefix_offset:])
+        self.prefix_offset = self.read_offset = len(self.ids)
+        return text[len(seen):]
+
+
+
+
+
+def uses_byte_level(pre_tokenizer: dict | None) -> bool:
+    if not pre_tokenizer:
+        return False
+    if pre_tokenizer["type"] == "Sequence":
+        return any(uses_byte_level(p) for p in pre_tokenizer["pretokenizers"])
+    return pre_tokenizer["type"] == "ByteLevel"
+
+
+def renumber_post_processor(post: dict, backend: Tokenizer, rename: dict):
+    """Point a serialized post-processor's special tokens at their ids in a newly trained vocabulary."""
+    def id_of(token):
+        index = backend.token_to_id(token)
+        if index is None:
+            raise ValueError(f"the post-processor adds {token!r}, which the trained vocabulary lacks; pass it in "
+                             "new_special_tokens or rename it with special_tokens_map")
+        return index
+
+    for entry in (post.get("special_tokens") or {}).values():  # TemplateProcessing
+        entry["tokens"] = [rename.get(t, t) for t in entry["tokens"]]
+        entry["ids"] = [id_of(t) for t in entry["tokens"]]
+        if "id" in entry:
+            entry["id"] = rename.get(entry["id"], entry["id"])
+    for key in ("cls", "sep"):  # BertProcessing, RobertaProcessing
+        if key in post:
+            token = rename.get(post[key][0], post[key][0])
+            post[key] = [token, id_of(token)]
+    for inner in post.get("processors") or []:  # Sequence
+        renumber_post_processor(inner, backend, rename)
 
 
 class AutoTokenizer:

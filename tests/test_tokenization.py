@@ -232,9 +232,11 @@ def test_smollm2_chat_template_matches_transformers(smol, hf_smol, add_generatio
         ours = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
         theirs = hf_smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, tokenize=False)
         assert ours == theirs
-        ids = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
-        assert ids == hf_smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt,
-                                                  return_dict=False)
+        out = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        theirs_out = hf_smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        assert isinstance(out, BatchEncoding) and dict(out) == dict(theirs_out)  # v5: return_dict=True by default
+        ids = smol.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, return_dict=False)
+        assert ids == out["input_ids"]
         assert ids[0] == smol.convert_tokens_to_ids("<|im_start|>")  # exactly one, from the template
         assert ids.count(smol.bos_token_id) == ours.count("<|im_start|>")
 
@@ -285,7 +287,7 @@ def test_smollm2_loads_what_transformers_saves(smol, hf_smol, corpus, tmp_path):
     for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
         assert getattr(ours, name) == getattr(hf_smol, name)
     conversation = CONVERSATIONS[1]
-    assert ours.apply_chat_template(conversation, add_generation_prompt=True) == \
+    assert ours.apply_chat_template(conversation, add_generation_prompt=True, return_dict=False) == \
         hf_smol.apply_chat_template(conversation, add_generation_prompt=True, return_dict=False)
 
 
@@ -454,7 +456,8 @@ def test_chat_template_helpers_and_errors():
                          "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
     assert tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) == \
         '<s>user: "hello"\nassistant:'
-    assert tok.apply_chat_template(conversation) == tok.encode('<s>user: "hello"', add_special_tokens=False)
+    assert tok.apply_chat_template(conversation, return_dict=False) == tok.encode('<s>user: "hello"',
+                                                                                  add_special_tokens=False)
     with pytest.raises(ValueError, match="'role'"):
         tok.apply_chat_template([{"content": "hello"}])
     with pytest.raises(TypeError, match="expected a dict"):
