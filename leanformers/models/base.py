@@ -109,6 +109,66 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         if output is not None and getattr(self.config, "tie_word_embeddings", False):
             output.weight = self.get_input_embeddings().weight
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Give the input embedding (and the output embedding / lm_head) `new_num_tokens` rows, e.g. after
+        tokens were added to the tokenizer; config.vocab_size follows and tied weights stay tied.
+
+        With mean_resizing, as transformers documents, new rows are drawn from a normal distribution around
+        the old rows' mean with their covariance scaled by 1e-9 (the mean itself when that covariance is not
+        positive definite), so new tokens start where the model expects an average token; otherwise they
+        get the model's usual random init.
+        """
+        embedding = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embedding
+        new_num_tokens = embedding.weight.shape[0] if new_num_tokens is None else int(new_num_tokens)
+        if pad_to_multiple_of:
+            new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+        if new_num_tokens <= 0:
+            raise ValueError(f"resize_token_embeddings needs a positive number of tokens, got {new_num_tokens}")
+
+        def grow(old: torch.Tensor) -> torch.Tensor:  # (V, D) -> (new_num_tokens, D)
+            old_rows = old.shape[0]
+            added = max(new_num_tokens - old_rows, 0)
+            rows = old.new_empty((added, *old.shape[1:]))
+            if added and mean_resizing and old.dim() == 2:
+                data = old.detach().float()
+                mean = data.mean(0)
+                centered = data - mean
+                covariance = centered.T @ centered / old_rows
+                _, info = torch.linalg.cholesky_ex(1e-9 * covariance)
+                if info.item() == 0:
+                    noise = torch.distributions.MultivariateNormal(mean, covariance_matrix=1e-9 * covariance)
+                    rows.copy_(noise.sample((added,)))
+                else:
+                    rows.copy_(mean.expand(added, -1))
+            elif added and mean_resizing:  # a bias: the mean of the old entries
+                rows.fill_(old.detach().float().mean().item())
+            elif added and old.dim() == 2:
+                nn.init.normal_(rows, std=getattr(self.config, "initializer_range", 0.02))
+            else:
+                rows.zero_()
+            return torch.cat([old.detach()[:new_num_tokens], rows])
+
+        requires_grad = embedding.weight.requires_grad
+        embedding.weight = nn.Parameter(grow(embedding.weight), requires_grad=requires_grad)
+        embedding.num_embeddings = new_num_tokens
+        if embedding.padding_idx is not None and embedding.padding_idx >= new_num_tokens:
+            embedding.padding_idx = None
+        output = self.get_output_embeddings()
+        if output is not None:
+            if getattr(self.config, "tie_word_embeddings", False):
+                output.weight = embedding.weight
+            else:
+                output.weight = nn.Parameter(grow(output.weight), requires_grad=output.weight.requires_grad)
+            if getattr(output, "bias", None) is not None:
+                output.bias = nn.Parameter(grow(output.bias), requires_grad=output.bias.requires_grad)
+            if hasattr(output, "out_features"):
+                output.out_features = new_num_tokens
+        self.config.vocab_size = new_num_tokens
+        return embedding
+
     # -- facts ----------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
