@@ -3,6 +3,9 @@
 from .auto import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForMultipleChoice,
                    AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from .config import PretrainedConfig
+from .data import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding, Dataset,
+                   DatasetDict, IterableDataset, concatenate_datasets, default_data_collator, load_dataset,
+                   load_from_disk)
 from .generation import GenerationConfig, KVCache, TextIteratorStreamer, TextStreamer
 from .models.base import PreTrainedModel
 from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,

@@ -6,3 +6,7 @@ from .dataset_dict import DatasetDict
 from .fingerprint import UnhashableError
 from .iterable import IterableDataset, IterableDatasetDict
 from .load import load_dataset
+from .collators import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding,
+                        default_data_collator)
+from .sft import (DataCollatorForPacking, group_texts, lm_blocks, pack_examples, packed_attention_mask,
+                  prompt_completion_dataset, tokenize_messages, tokenize_prompt_completion, chat_dataset)
