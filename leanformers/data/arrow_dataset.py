@@ -488,7 +488,7 @@ class Dataset:
             if name not in self.column_names:
                 raise ValueError(f"column {name!r} not in the dataset; it has {self.column_names}")
         keys = [(name, "descending" if r else "ascending") for name, r in zip(names, reverse)]
-        indices = pc.sort_indices(self._data.select(names), sort_keys=keys, null_placement=null_placement)
+        indices = pc.sort_indices(self._data.select(names), sort_keys=[(n, o, null_placement) for n, o in keys])
         fingerprint = combine(self._fingerprint, "sort", names, reverse)
         return self._new(self._data.take(indices), fingerprint)
 
