@@ -331,6 +331,73 @@ def tokenizer_from_sentencepiece_model(path) -> tuple[Tokenizer, dict]:
     return backend, config
 
 
+# -- vocabulary files without tokenizer.json: GPT-2 (vocab.json + merges.txt), BERT (vocab.txt) -----------
+VOCAB_TXT_FILE = "vocab.txt"
+VOCAB_JSON_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+WORDPIECE_CLASSES = ("BertTokenizer", "DistilBertTokenizer")
+BYTE_LEVEL_BPE_CLASSES = ("GPT2Tokenizer",)
+
+
+def has_vocab_files(folder: Path) -> bool:
+    return (folder / VOCAB_TXT_FILE).is_file() or ((folder / VOCAB_JSON_FILE).is_file() and (folder / MERGES_FILE).is_file())
+
+
+def tokenizer_from_vocab_files(folder: Path, config: dict) -> tuple[Tokenizer, dict]:
+    """The Tokenizer transformers' BertTokenizer (vocab.txt) or GPT2Tokenizer (vocab.json + merges.txt) builds
+    from a folder without tokenizer.json; `config` is the folder's tokenizer_config, completed with the
+    defaults those classes have."""
+    from tokenizers import normalizers
+
+    wordpiece = (folder / VOCAB_TXT_FILE).is_file()
+    tokenizer_class = (config.get("tokenizer_class") or "").removesuffix("Fast")
+    known = WORDPIECE_CLASSES if wordpiece else BYTE_LEVEL_BPE_CLASSES
+    if tokenizer_class and tokenizer_class not in known:
+        raise ValueError(f"{folder} has no {TOKENIZER_FILE} and its tokenizer_class is {tokenizer_class}; from "
+                         f"{VOCAB_TXT_FILE if wordpiece else VOCAB_JSON_FILE + ' + ' + MERGES_FILE} alone leanformers "
+                         f"builds {' / '.join(known)} only. Save the tokenizer with transformers to get {TOKENIZER_FILE}")
+    config = dict(config)
+    config.setdefault("tokenizer_class", known[0])
+    if wordpiece:
+        for name, token in (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
+                            ("cls_token", "[CLS]"), ("mask_token", "[MASK]")):
+            config.setdefault(name, token)
+        lines = (folder / VOCAB_TXT_FILE).read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        vocab = {}
+        for index, token in enumerate(lines):
+            vocab[token] = index  # a repeated line keeps its last index, as transformers' load_vocab does
+        unk = token_content(config["unk_token"])
+        backend = Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+            strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        cls, sep = token_content(config["cls_token"]), token_content(config["sep_token"])
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab.get(cls, 2)), (sep, vocab.get(sep, 3))])
+        return backend, config
+    for name in ("unk_token", "bos_token", "eos_token"):
+        config.setdefault(name, "<|endoftext|>")
+    vocab = read_config_object(folder / VOCAB_JSON_FILE)
+    merges = []
+    for number, line in enumerate((folder / MERGES_FILE).read_text(encoding="utf-8").split("\n"), 1):
+        if not line or (number == 1 and line.startswith("#version")):
+            continue
+        pair = line.split(" ")
+        if len(pair) != 2:
+            raise ValueError(f"{folder / MERGES_FILE}, line {number}: {line!r} is not two tokens joined by a space")
+        merges.append(tuple(pair))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                                   end_of_word_suffix="", fuse_unk=False))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config.get("add_prefix_space", False)))
+    backend.decoder = decoders.ByteLevel()
+    return backend, config
+
+
 # -- folders ---------------------------------------------------------------------------------------------
 def token_content(value):
     """A special-token value from a config file ("<s>", {"content": "<s>", ...}, AddedToken) as a string."""
@@ -617,6 +684,9 @@ def check_conversation(conversation, index=None) -> list[dict]:
         if not isinstance(message.get("role"), str):
             raise ValueError(f"{where}, message {i} has no 'role' (a string such as 'user', 'assistant', "
                              f"'system'); its keys are {sorted(message)}")
+        if message.get("content") is None and not message.get("tool_calls"):
+            raise ValueError(f"{where}, message {i} ({message['role']}) has no 'content' (text, or a list of content "
+                             f"blocks) and no 'tool_calls'; its keys are {sorted(message)}")
         message = plain_template_data({k: v for k, v in message.items() if v is not None})
         reasoning = next((message[k] for k in REASONING_FIELDS if k in message), None)
         if reasoning is not None:  # templates read reasoning_content, gpt-oss ones read thinking
@@ -976,6 +1046,8 @@ class PreTrainedTokenizer:
         elif not (path / TOKENIZER_FILE).is_file() and (path / SPM_MODEL_FILE).is_file():
             backend, config = tokenizer_from_sentencepiece_model(path / SPM_MODEL_FILE)
             config.update(load_folder_config(path))
+        elif not (path / TOKENIZER_FILE).is_file() and has_vocab_files(path):
+            backend, config = tokenizer_from_vocab_files(path, {**load_folder_config(path), **kwargs})
         else:
             tokenizer_file = path / TOKENIZER_FILE
             if not tokenizer_file.is_file():
@@ -1222,6 +1294,14 @@ class PreTrainedTokenizer:
         except Exception as err:  # the Rust side raises a bare Exception; say which settings caused it
             raise ValueError(f"tokenizing failed with truncation={truncation_strategy}, max_length={max_length}, "
                              f"padding={padding_strategy}: {err}") from None
+        except BaseException as err:
+            # A Rust panic (pyo3's PanicException is no Exception): a pair truncated so far that one text
+            # keeps fewer tokens than `stride`, which transformers lets crash the call.
+            if type(err).__name__ != "PanicException":
+                raise
+            raise ValueError(f"cannot truncate to max_length={max_length} with stride={stride}: {err}. Truncating "
+                             "a pair leaves each text part of max_length; use a smaller stride, a larger max_length "
+                             "or truncation='only_first' / 'only_second'") from None
         if return_overflowing_tokens:
             groups = [[e, *e.overflowing] for e in encodings]
             mapping = [i for i, group in enumerate(groups) for _ in group]
@@ -1244,8 +1324,8 @@ class PreTrainedTokenizer:
             data["length"] = [len(e.ids) for e in encodings]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = mapping
-        elif not batched and return_tensors is None:
-            data = {key: value[0] for key, value in data.items()}
+        elif not batched and return_tensors is None:  # as transformers: only per-token lists lose the batch level
+            data = {key: value[0] if value and isinstance(value[0], list) else value for key, value in data.items()}
         return BatchEncoding(data, encodings, tensor_type=return_tensors)
 
     @staticmethod
@@ -1686,6 +1766,8 @@ def clean_up_tokenization(text: str) -> str:
 
 
 PreTrainedTokenizerFast = PreTrainedTokenizer
+# The family names: from_pretrained reads tokenizer.json, or builds the family's tokenizer from vocab files.
+BertTokenizer = BertTokenizerFast = GPT2Tokenizer = GPT2TokenizerFast = PreTrainedTokenizer
 
 
 class IncrementalDecoder:

@@ -526,3 +526,226 @@ def test_post_processor_from_tokenizer_json_is_kept():
     assert tok.encode("hi") == [1, 3, 2]
     assert tok.encode("hi", add_special_tokens=False) == [3]
     assert tok.decode([1, 3, 2], skip_special_tokens=True) == "hi"
+
+
+# -- the option grid: SmolLM2, MiniLM and a GPT-2-style byte-level BPE against transformers ----------------
+@pytest.fixture(scope="module")
+def gpt2_style_dir(tmp_path_factory):
+    """A GPT-2-style tokenizer (byte-level BPE, <|endoftext|>) trained on part of the corpus, saved as a
+    tokenizer.json folder that both libraries load."""
+    from tokenizers import decoders, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(corpus_chunks()[::8], trainer=trainer)
+    folder = tmp_path_factory.mktemp("gpt2-style")
+    backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", '
+        '"unk_token": "<|endoftext|>", "model_max_length": 1024}')
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair(gpt2_style_dir, transformers_module):
+    ours = AutoTokenizer.from_pretrained(gpt2_style_dir)
+    theirs = transformers_module.AutoTokenizer.from_pretrained(str(gpt2_style_dir))
+    ours.pad_token = ours.eos_token
+    theirs.pad_token = theirs.eos_token
+    return ours, theirs
+
+
+@pytest.fixture(scope="module")
+def pairs(request, smol, hf_smol, minilm, hf_minilm, gpt2_pair):
+    return {"smollm2": (smol, hf_smol), "minilm": (minilm, hf_minilm), "gpt2": gpt2_pair}
+
+
+GRID_TEXTS = ["Hello world, this is a test.", "x = 12345 # 中文 and emoji 🚀🚀", "  spaces\tand\nlines  ", "short",
+              "naïve café déjà vu ½ ² — ok", "def f(a, b):\n    return a + b  # sum of 2 numbers"]
+GRID_PAIRS = ["a second text", "what is 2 + 2?", "你好", "another, rather longer second text with many words in it",
+              "🚀", "x"]
+GRID_OPTIONS = {
+    "plain": {},
+    "pad_true": dict(padding=True),
+    "pad_longest_trunc": dict(padding="longest", truncation=True, max_length=9),
+    "pad_max_length": dict(padding="max_length", max_length=40, truncation=True),
+    "trunc_longest_first": dict(truncation="longest_first", max_length=10),
+    "trunc_only_first": dict(truncation="only_first", max_length=14),
+    "trunc_only_second": dict(truncation="only_second", max_length=14),
+    "trunc_false": dict(truncation=False, padding=False),
+    "max_length_alone": dict(max_length=7),
+    "overflow_stride": dict(truncation=True, max_length=8, stride=2, return_overflowing_tokens=True, padding=True),
+    "multiple_of": dict(padding=True, pad_to_multiple_of=8),
+    "left_pad_pt": dict(padding=True, padding_side="left", return_tensors="pt"),
+    "np_trunc": dict(padding=True, truncation=True, max_length=12, return_tensors="np"),
+    "all_returns": dict(return_token_type_ids=True, return_attention_mask=False, return_special_tokens_mask=True,
+                        return_offsets_mapping=True, return_length=True, padding=True),
+    "no_special": dict(add_special_tokens=False, padding=True, return_special_tokens_mask=True),
+    "no_type_ids": dict(return_token_type_ids=False, padding=True, return_offsets_mapping=True),
+}
+
+
+def as_plain(value):
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def assert_same_encoding(ours, theirs, where):
+    assert list(ours.keys()) == list(theirs.keys()), where
+    for key in ours:
+        if hasattr(theirs[key], "shape"):
+            assert type(ours[key]) is type(theirs[key]), (where, key)
+            assert tuple(ours[key].shape) == tuple(theirs[key].shape), (where, key)
+        assert as_plain(ours[key]) == as_plain(theirs[key]), (where, key)
+    assert len(ours.encodings) == len(theirs.encodings), where
+    for i, (a, b) in enumerate(zip(ours.encodings, theirs.encodings)):
+        assert ours.tokens(i) == theirs.tokens(i), (where, i)
+        assert ours.word_ids(i) == theirs.word_ids(i), (where, i)
+        assert ours.sequence_ids(i) == theirs.sequence_ids(i), (where, i)
+        for token in range(len(a.ids)):
+            assert ours.token_to_chars(i, token) == theirs.token_to_chars(i, token), (where, i, token)
+        for char in range(0, 40, 3):
+            assert ours.char_to_token(i, char) == theirs.char_to_token(i, char), (where, i, char)
+
+
+def compare_call(ours, theirs, args, kwargs, where):
+    try:
+        expected = theirs(*args, **kwargs)
+    except BaseException as err:  # transformers refuses it (or the Rust side panics): we must refuse clearly
+        if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+            raise
+        with pytest.raises((ValueError, TypeError)):
+            ours(*args, **kwargs)
+        return f"refused: {type(err).__name__}"
+    assert_same_encoding(ours(*args, **kwargs), expected, where)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", list(GRID_OPTIONS))
+@pytest.mark.parametrize("inputs", ["batch", "batch_pairs", "single", "single_pair"])
+@pytest.mark.parametrize("name", ["smollm2", "minilm", "gpt2"])
+def test_call_options_match_transformers(pairs, name, inputs, option):
+    ours, theirs = pairs[name]
+    kwargs = GRID_OPTIONS[option]
+    args = {"batch": (GRID_TEXTS,), "batch_pairs": (GRID_TEXTS, GRID_PAIRS), "single": (GRID_TEXTS[1],),
+            "single_pair": (GRID_TEXTS[5], GRID_PAIRS[3])}[inputs]
+    if option == "trunc_only_second" and len(args) == 1:
+        kwargs = dict(kwargs, truncation="only_first")
+    refused = compare_call(ours, theirs, args, kwargs, (name, inputs, option))
+    # only_first / only_second cannot cut a text that is already the shorter one; a pair cut to 8 tokens
+    # leaves one text fewer tokens than the stride (transformers panics in Rust there)
+    allowed = ("trunc_only_first", "trunc_only_second") + (("overflow_stride",) if "pair" in inputs else ())
+    assert refused is None or option in allowed, refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2", "minilm", "gpt2"])
+def test_split_into_words_and_truncation_side_match_transformers(pairs, name):
+    ours, theirs = pairs[name]
+    words = [text.split() for text in GRID_TEXTS]
+    for kwargs in [{}, dict(padding=True), dict(truncation=True, max_length=6, padding=True)]:
+        assert_same_encoding(ours(words, is_split_into_words=True, **kwargs),
+                             theirs(words, is_split_into_words=True, **kwargs), (name, "words", kwargs))
+        assert_same_encoding(ours(words[0], is_split_into_words=True, **kwargs),
+                             theirs(words[0], is_split_into_words=True, **kwargs), (name, "one", kwargs))
+    kwargs = dict(truncation=True, max_length=6, padding=True)
+    theirs.truncation_side = "left"
+    try:
+        expected = theirs(GRID_TEXTS, GRID_PAIRS, **kwargs)
+    finally:
+        theirs.truncation_side = "right"
+    assert_same_encoding(ours(GRID_TEXTS, GRID_PAIRS, truncation_side="left", **kwargs), expected, name)
+    ours.truncation_side = "left"
+    try:
+        assert_same_encoding(ours(GRID_TEXTS, GRID_PAIRS, **kwargs), expected, name)
+    finally:
+        ours.truncation_side = "right"
+    assert ours(GRID_TEXTS, **kwargs)["input_ids"] != ours(GRID_TEXTS, truncation_side="left", **kwargs)["input_ids"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2", "minilm", "gpt2"])
+def test_decode_options_match_transformers(pairs, name):
+    ours, theirs = pairs[name]
+    ids = theirs(GRID_TEXTS, GRID_PAIRS)["input_ids"]
+    for skip in (False, True):
+        for clean in (None, False, True):
+            assert ours.batch_decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean) == \
+                theirs.batch_decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean), (skip, clean)
+            assert ours.decode(ids[1], skip_special_tokens=skip, clean_up_tokenization_spaces=clean) == \
+                theirs.decode(ids[1], skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
+    assert ours.decode(torch.tensor(ids[0])) == theirs.decode(torch.tensor(ids[0]))
+    assert ours.convert_ids_to_tokens(ids[0]) == theirs.convert_ids_to_tokens(ids[0])
+    assert ours.convert_ids_to_tokens(ids[0], skip_special_tokens=True) == \
+        theirs.convert_ids_to_tokens(ids[0], skip_special_tokens=True)
+    tokens = ours.convert_ids_to_tokens(ids[0])
+    assert ours.convert_tokens_to_string(tokens) == theirs.convert_tokens_to_string(tokens)
+    for text in GRID_TEXTS:
+        assert ours.tokenize(text) == theirs.tokenize(text)
+        assert ours.tokenize(text, add_special_tokens=True) == theirs.tokenize(text, add_special_tokens=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2", "minilm", "gpt2"])
+def test_vocabulary_and_added_tokens_match_transformers(pairs, name):
+    import copy
+
+    ours, theirs = (copy.deepcopy(t) for t in pairs[name])
+    for attr in ("vocab_size", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
+                 "mask_token", "bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id", "sep_token_id",
+                 "cls_token_id", "mask_token_id", "all_special_tokens", "all_special_ids"):
+        assert getattr(ours, attr) == getattr(theirs, attr), attr
+    assert len(ours) == len(theirs) and ours.get_vocab() == theirs.get_vocab()
+    assert ours.add_tokens(["<tool>", "newword", "<tool>"]) == theirs.add_tokens(["<tool>", "newword", "<tool>"]) == 2
+    assert ours.add_tokens(["<sep2>"], special_tokens=True) == theirs.add_tokens(["<sep2>"], special_tokens=True)
+    assert ours.add_special_tokens({"pad_token": "<mypad>"}) == theirs.add_special_tokens({"pad_token": "<mypad>"}) == 1
+    assert ours.pad_token_id == theirs.pad_token_id == len(theirs) - 1
+    assert len(ours) == len(theirs) and ours.vocab_size == theirs.vocab_size
+    assert ours.get_vocab() == theirs.get_vocab()
+    assert set(ours.all_special_tokens) == set(theirs.all_special_tokens)
+    text = "a <tool> call with newword and <sep2><mypad>"
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+    assert ours.tokenize(text) == theirs.tokenize(text)
+    batch = ours([text, "x"], padding=True)
+    assert batch["input_ids"] == theirs([text, "x"], padding=True)["input_ids"]
+    assert ours.decode(batch["input_ids"][1], skip_special_tokens=True) == \
+        theirs.decode(batch["input_ids"][1], skip_special_tokens=True)
+    assert ours.convert_tokens_to_ids(["<tool>", "<mypad>"]) == theirs.convert_tokens_to_ids(["<tool>", "<mypad>"])
+
+
+@pytest.mark.slow
+def test_gpt2_style_ids_and_decode_match_transformers_on_1mb_corpus(gpt2_pair, corpus):
+    ours, theirs = gpt2_pair
+    ids = ours(corpus)["input_ids"]
+    assert ids == theirs(corpus)["input_ids"]
+    assert ours.batch_decode(ids) == theirs.batch_decode(ids) == corpus
+
+
+@pytest.mark.slow
+def test_minilm_ids_and_decode_match_transformers_on_1mb_corpus(minilm, hf_minilm, corpus):
+    ids = minilm(corpus)["input_ids"]
+    assert ids == hf_minilm(corpus)["input_ids"]
+    assert minilm.batch_decode(ids, skip_special_tokens=True) == hf_minilm.batch_decode(ids, skip_special_tokens=True)
+
+
+def test_max_length_smaller_than_special_tokens_is_refused(minilm):
+    with pytest.raises(ValueError, match=r"max_length=2 leaves no room.*special tokens alone take 2"):
+        minilm("hello world", truncation=True, max_length=2)
+    with pytest.raises(ValueError, match=r"max_length=3 leaves no room.*take 3"):
+        minilm("hello", "world", truncation=True, max_length=3)
+    assert minilm("hello world", truncation=True, max_length=2, add_special_tokens=False)["input_ids"] == [7592, 2088]
+
+
+def test_stride_not_below_max_length_is_refused(minilm):
+    with pytest.raises(ValueError, match=r"stride=6 must be smaller than max_length=8 minus the 2 special tokens"):
+        minilm("a b c d e f g h i j k", truncation=True, max_length=8, stride=6, return_overflowing_tokens=True)
+    out = minilm("a b c d e f g h i j k", truncation=True, max_length=8, stride=5, return_overflowing_tokens=True)
+    assert out["overflow_to_sample_mapping"] == [0] * 6  # 11 words, windows of 6 advancing by 1
+    # a pair cut to 8 leaves the longer text 3 tokens, fewer than the stride: transformers panics in Rust
+    with pytest.raises(ValueError, match="stride=3"):
+        minilm(["a b c d e f"], ["g h i j k l m"], truncation=True, max_length=8, stride=3,
+               return_overflowing_tokens=True)
