@@ -488,7 +488,8 @@ class Dataset:
             if name not in self.column_names:
                 raise ValueError(f"column {name!r} not in the dataset; it has {self.column_names}")
         keys = [(name, "descending" if r else "ascending") for name, r in zip(names, reverse)]
-        indices = pc.sort_indices(self._data.select(names), sort_keys=[(n, o, null_placement) for n, o in keys])
+        options = pc.SortOptions(sort_keys=[(n, o, null_placement) for n, o in keys])
+        indices = pc.sort_indices(self._data.select(names), options=options)
         fingerprint = combine(self._fingerprint, "sort", names, reverse)
         return self._new(self._data.take(indices), fingerprint)
 
