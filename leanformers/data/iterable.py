@@ -193,7 +193,7 @@ class IterableDataset:
             elif kind == "batch":
                 rows = (_columns(chunk) for chunk in _batches(rows, step["batch_size"], step["drop_last_batch"]))
             elif kind == "columns":
-                rows = (step["edit"](row) for row in rows)
+                rows = map(step["edit"], rows)
         return rows
 
     def __iter__(self):
