@@ -18,7 +18,8 @@ from .models.outputs import (BaseModelOutput, BaseModelOutputWithPast, BaseModel
                              BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithPast, MaskedLMOutput,
                              ModelOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                              SequenceClassifierOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput)
-from .tokenization import AutoTokenizer, BatchEncoding, PreTrainedTokenizer, PreTrainedTokenizerFast
+from .tokenization import (AutoTokenizer, BatchEncoding, BertTokenizer, BertTokenizerFast, GPT2Tokenizer,
+                           GPT2TokenizerFast, PreTrainedTokenizer, PreTrainedTokenizerFast)
 
 PreTrainedConfig = PretrainedConfig
 
