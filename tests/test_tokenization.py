@@ -749,3 +749,217 @@ def test_stride_not_below_max_length_is_refused(minilm):
     with pytest.raises(ValueError, match="stride=3"):
         minilm(["a b c d e f"], ["g h i j k l m"], truncation=True, max_length=8, stride=3,
                return_overflowing_tokens=True)
+
+
+# -- chat templates: masks, defaults, tools ------------------------------------------------------------------
+THREE_TURNS = [
+    {"role": "system", "content": "You answer briefly."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And 12 * 12?"},
+    {"role": "assistant", "content": "144, which is 12²."},
+    {"role": "user", "content": "Say 'assistant' in 中文 🌍"},
+    {"role": "assistant", "content": "assistant = 助手 🤖"},
+]
+
+
+@pytest.mark.slow
+def test_smollm2_assistant_mask_covers_exactly_the_replies(smol):
+    out = smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True,
+                                   tokenizer_kwargs={"return_offsets_mapping": True})
+    text = smol.apply_chat_template(THREE_TURNS, tokenize=False)
+    assert out["input_ids"] == smol(text, add_special_tokens=False)["input_ids"]
+    # the expected character spans: each reply's content and the <|im_end|> the template closes it with
+    expected, start = [], 0
+    for message in THREE_TURNS:
+        if message["role"] == "assistant":
+            at = text.index(f"<|im_start|>assistant\n{message['content']}<|im_end|>", start)
+            at += len("<|im_start|>assistant\n")
+            expected.append((at, at + len(message["content"]) + len("<|im_end|>")))
+            start = expected[-1][1]
+    masked_chars = set()
+    for (a, b), m in zip(out["offset_mapping"], out["assistant_masks"]):
+        inside = any(s <= a and b <= e for s, e in expected)
+        assert m == int(inside), (text[a:b], m)
+        if m:
+            masked_chars.update(range(a, b))
+    assert masked_chars == {c for s, e in expected for c in range(s, e)}
+    masked = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert smol.decode(masked) == "Paris.<|im_end|>144, which is 12².<|im_end|>assistant = 助手 🤖<|im_end|>"
+    assert masked.count(smol.eos_token_id) == 3  # EOS is learned, not masked away
+
+
+@pytest.mark.slow
+def test_assistant_mask_batched_truncated_and_tensors(smol):
+    batch = [THREE_TURNS, THREE_TURNS[:3]]
+    out = smol.apply_chat_template(batch, return_assistant_tokens_mask=True, padding=True, return_tensors="pt")
+    assert out["assistant_masks"].shape == out["input_ids"].shape
+    single = smol.apply_chat_template(THREE_TURNS[:3], return_assistant_tokens_mask=True)
+    n = len(single["input_ids"])
+    assert out["assistant_masks"][1, :n].tolist() == single["assistant_masks"]
+    assert out["assistant_masks"][1, n:].sum() == 0  # padding is never a reply
+    cut = smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True, truncation=True, max_length=30)
+    full = smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True)
+    assert cut["assistant_masks"] == full["assistant_masks"][:30]
+    with pytest.raises(ValueError, match="return_dict=True"):
+        smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True, return_dict=False)
+
+
+GENERATION_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}<|im_end|>{% endgeneration %}"
+    "{% else %}{{ m['content'] }}<|im_end|>{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.mark.slow
+def test_generation_block_mask_matches_transformers(smol, hf_smol):
+    for conversation in (THREE_TURNS, [THREE_TURNS, THREE_TURNS[:3]]):
+        kwargs = dict(chat_template=GENERATION_TEMPLATE, return_assistant_tokens_mask=True)
+        if isinstance(conversation[0], list):
+            kwargs["padding"] = True
+        ours = smol.apply_chat_template(conversation, **kwargs)
+        theirs = hf_smol.apply_chat_template(conversation, **kwargs)
+        assert dict(ours) == dict(theirs)
+    # on the stock template transformers' mask is all zeros; ours finds the same replies as the markers do
+    def masked_ids(out):
+        return [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+
+    stock = masked_ids(smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True))
+    marked = masked_ids(smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True,
+                                                 chat_template=GENERATION_TEMPLATE))
+    assert stock == marked and len(stock) > 10
+    assert sum(hf_smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True)["assistant_masks"]) == 0
+
+
+def test_chat_template_defaults_and_no_double_bos():
+    tok = tiny_tokenizer(add_bos_token=True)
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    conversation = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]
+    out = tok.apply_chat_template(conversation)
+    assert isinstance(out, BatchEncoding) and out["input_ids"] == [3, 1, 2]  # one BOS, from the template
+    assert tok(tok.apply_chat_template(conversation, tokenize=False))["input_ids"] == [3, 3, 1, 2]
+    assert tok(tok.apply_chat_template(conversation, tokenize=False), add_special_tokens=False)["input_ids"] == [3, 1, 2]
+    assert tok.apply_chat_template(conversation, return_dict=False) == [3, 1, 2]
+    assert tok.apply_chat_template(conversation, return_assistant_tokens_mask=True)["assistant_masks"] == [0, 0, 1]
+    with pytest.raises(ValueError, match="empty conversation"):
+        tok.apply_chat_template([])
+    with pytest.raises(ValueError, match="no 'content'"):
+        tok.apply_chat_template([{"role": "user"}])
+    with pytest.raises(ValueError, match="no 'role'"):
+        tok.apply_chat_template([{"content": "hi"}])
+    assert tok.apply_chat_template([{"role": "assistant", "tool_calls": [{"name": "f"}]}], tokenize=False) == "<s> "
+
+
+def get_current_temperature(location: str, unit: str = "celsius", days: list[int] | None = None) -> float:
+    """Get the current temperature at a location.
+
+    Args:
+        location: The location, as "City, Country"
+        unit: The unit to return the temperature in. (choices: ["celsius", "fahrenheit"])
+        days: Which days
+            ahead to include
+
+    Returns:
+        The temperature as a float.
+    """
+    return 22.0
+
+
+def test_tools_as_python_functions_match_transformers(transformers_module):
+    from transformers.utils import get_json_schema as hf_get_json_schema
+
+    from leanformers.tokenization import get_json_schema
+
+    assert get_json_schema(get_current_temperature) == hf_get_json_schema(get_current_temperature)
+    tok = tiny_tokenizer()
+    template = "{{ tools | tojson }}|{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    conversation = [{"role": "user", "content": "hello"}]
+    text = tok.apply_chat_template(conversation, tools=[get_current_temperature], chat_template=template, tokenize=False)
+    assert text.startswith('[{"type": "function", "function": {"name": "get_current_temperature"')
+
+    def undocumented(x: int):
+        return x
+
+    with pytest.raises(ValueError, match="no docstring"):
+        tok.apply_chat_template(conversation, tools=[undocumented], chat_template=template)
+    with pytest.raises(TypeError, match="tools\\[0\\] is int"):
+        tok.apply_chat_template(conversation, tools=[3], chat_template=template)
+
+
+# -- streaming -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2", "minilm", "gpt2"])
+def test_incremental_decoder_never_splits_a_character(pairs, name, corpus):
+    from leanformers.tokenization import IncrementalDecoder
+
+    ours, _ = pairs[name]
+    texts = [c for c in corpus[:400] if any(ord(ch) > 0x2000 for ch in c)][:60]
+    for skip in (False, True):
+        for text in texts:
+            ids = ours(text)["input_ids"]
+            decoder = IncrementalDecoder(ours, skip_special_tokens=skip)
+            pieces = [decoder.push(i) for i in ids]
+            pieces.append(decoder.flush())
+            assert all("\ufffd" not in p for p in pieces), pieces
+            assert "".join(pieces) == ours.decode(ids, skip_special_tokens=skip)
+
+
+def test_incremental_decoder_flushes_an_incomplete_character(smol):
+    from leanformers.tokenization import IncrementalDecoder
+
+    ids = smol.encode("🚀", add_special_tokens=False)
+    assert len(ids) > 1
+    decoder = IncrementalDecoder(smol)
+    assert decoder.push(ids[:1]) == ""  # the rocket's first byte alone is no character yet
+    assert decoder.push(ids[1:-1]) == ""
+    assert decoder.flush() == smol.decode(ids[:-1]) and "\ufffd" in smol.decode(ids[:-1])
+    decoder = IncrementalDecoder(smol)
+    assert decoder.push(torch.tensor(ids)) == "🚀" and decoder.flush() == ""
+
+
+# -- training ------------------------------------------------------------------------------------------------
+def training_texts():
+    return [" ".join(chunk.split()[:40]) for chunk in corpus_chunks()[:3000:3]]
+
+
+@pytest.mark.slow
+def test_train_bpe_matches_transformers_and_reloads(smol, hf_smol, tmp_path):
+    texts = training_texts()
+    ours = smol.train_new_from_iterator([texts], vocab_size=400, new_special_tokens=["<|tool|>"],
+                                          show_progress=False)
+    theirs = hf_smol.train_new_from_iterator([texts], vocab_size=400, new_special_tokens=["<|tool|>"],
+                                          show_progress=False)
+    assert type(ours.backend_tokenizer.model).__name__ == "BPE"
+    assert len(ours) == 400 and ours.get_vocab() == theirs.get_vocab()
+    assert ours(texts[:200])["input_ids"] == theirs(texts[:200])["input_ids"]
+    assert ours.all_special_tokens == theirs.all_special_tokens and "<|tool|>" in ours.all_special_tokens
+    assert ours.eos_token == smol.eos_token and ours.eos_token_id == theirs.eos_token_id
+    assert ours.chat_template == smol.chat_template
+    ours.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(texts[:200])["input_ids"] == ours(texts[:200])["input_ids"]
+    assert again.batch_decode(again(texts[:50])["input_ids"]) == texts[:50]
+
+
+@pytest.mark.slow
+def test_train_wordpiece_keeps_the_pipeline(minilm, hf_minilm, transformers_module, tmp_path):
+    texts = training_texts()
+    kwargs = dict(vocab_size=500, special_tokens_map={"[SEP]": "[END]"}, show_progress=False)
+    ours = minilm.train_new_from_iterator(iter([texts[:500], texts[500:]]), **kwargs)
+    theirs = hf_minilm.train_new_from_iterator(iter([texts[:500], texts[500:]]), **kwargs)
+    assert type(ours.backend_tokenizer.model).__name__ == "WordPiece"
+    assert ours.vocab_size == theirs.vocab_size >= 500  # the trainer keeps every character of the corpus
+    # (transformers' BertTokenizer also re-adds the renamed-away "[SEP]" as an extra token; we do not)
+    assert ours.sep_token == theirs.sep_token == "[END]"
+    for name in ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "mask_token_id"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.sep_token == "[END]" and ours.cls_token == "[CLS]"
+    ids = ours("hello world")["input_ids"]
+    assert ids[0] == ours.cls_token_id and ids[-1] == ours.sep_token_id == ours.convert_tokens_to_ids("[END]")
+    assert ours("Hello World")["input_ids"] == ids  # the lower-casing normalizer came along
+    # the WordPiece trainer breaks ties in no fixed order, so the vocabulary is checked against its own reload
+    ours.save_pretrained(tmp_path)
+    for reloaded in (AutoTokenizer.from_pretrained(tmp_path), transformers_module.AutoTokenizer.from_pretrained(str(tmp_path))):
+        assert reloaded(texts[:100], texts[100:200])["input_ids"] == ours(texts[:100], texts[100:200])["input_ids"]
