@@ -418,3 +418,25 @@ def test_smollm2_sampling_and_beam_search_match_transformers(smollm2_pair):
     assert torch.equal(got.sequences, expected.sequences)
     torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, atol=1e-4, rtol=0)
     assert got.beam_indices.tolist() == expected.beam_indices.tolist()
+
+
+# -- GPT-2 -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2_pair(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                     bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    folder = tmp_path_factory.mktemp("gpt2")
+    hf.save_pretrained(folder)
+    return hf, leanformers.GPT2LMHeadModel.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(do_sample=False), dict(do_sample=True, top_k=10, temperature=0.9), dict(num_beams=3, num_return_sequences=2)],
+)
+def test_gpt2_generation_matches_transformers(gpt2_pair, settings):
+    expected, got = both(gpt2_pair, seed=2, max_new_tokens=10, return_dict_in_generate=True, output_scores=True, **settings)
+    assert torch.equal(got.sequences, expected.sequences)
+    assert_scores_close(got.scores, expected.scores)
