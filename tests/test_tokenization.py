@@ -1,5 +1,6 @@
 """Tokenizer tests against transformers (the oracle) on SmolLM2's GGUF tokenizer and MiniLM's WordPiece."""
 
+import json
 import random
 import sysconfig
 from pathlib import Path
@@ -963,3 +964,196 @@ def test_train_wordpiece_keeps_the_pipeline(minilm, hf_minilm, transformers_modu
     ours.save_pretrained(tmp_path)
     for reloaded in (AutoTokenizer.from_pretrained(tmp_path), transformers_module.AutoTokenizer.from_pretrained(str(tmp_path))):
         assert reloaded(texts[:100], texts[100:200])["input_ids"] == ours(texts[:100], texts[100:200])["input_ids"]
+
+
+# -- formats: SentencePiece GGUF, tokenizer.model, added_tokens.json -----------------------------------------
+def sentencepiece_like_vocab():
+    """A SentencePiece-style BPE vocabulary: <unk> <s> </s>, 256 byte pieces, then "▁"-spelled pieces whose
+    scores fall with their merge rank, as sentencepiece's BPE trainer writes them."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    sp = SentencePieceBPETokenizer(add_prefix_space=True)
+    sp.train_from_iterator(training_texts()[:600], vocab_size=800, min_frequency=2, show_progress=False,
+                           limit_alphabet=300)
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    for rank, (token, _) in enumerate(sorted(sp.get_vocab().items(), key=lambda kv: kv[1])):
+        if token not in tokens:
+            tokens.append(token)
+            types.append(1)
+            scores.append(-float(rank))
+    return tokens, scores, types
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(tmp_path_factory):
+    import gguf
+
+    tokens, scores, types = sentencepiece_like_vocab()
+    folder = tmp_path_factory.mktemp("spm-gguf")
+    writer = gguf.GGUFWriter(str(folder / "spm.gguf"), "llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder / "spm.gguf", (tokens, scores, types)
+
+
+SPM_TEXTS = ["Hello world", "  leading spaces and  double", "emoji 👍🏽 and ☃ fall back to bytes", "", "\n\tx",
+             "naïve café 12345", "<s> is text here"]
+
+
+@pytest.mark.slow
+def test_sentencepiece_gguf_matches_transformers(spm_gguf, transformers_module, corpus):
+    path, _ = spm_gguf
+    ours = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    theirs = transformers_module.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    texts = SPM_TEXTS + corpus[:1500:5]
+    ids = ours(texts)["input_ids"]
+    assert ids == theirs(texts)["input_ids"]
+    assert ids[0][0] == ours.bos_token_id == 1  # llama.cpp adds BOS to SentencePiece vocabularies
+    assert ours.batch_decode(ids) == theirs.batch_decode(ids)
+    assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
+    for attr in ("bos_token", "eos_token", "unk_token", "all_special_tokens", "add_bos_token", "padding_side"):
+        assert getattr(ours, attr) == getattr(theirs, attr), attr
+    assert ours.tokenize("emoji 👍🏽") == theirs.tokenize("emoji 👍🏽")
+    kwargs = dict(return_offsets_mapping=True, truncation=True, max_length=6)
+    assert_same_encoding(ours(SPM_TEXTS, **kwargs), theirs(SPM_TEXTS, **kwargs), "spm")
+
+
+def protobuf_field(number: int, value) -> bytes:
+    """One protobuf field: bytes/str length-delimited, float fixed32, int varint."""
+    import struct
+
+    def varint(n):
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        return varint(number << 3 | 2) + varint(len(value)) + value
+    if isinstance(value, float):
+        return varint(number << 3 | 5) + struct.pack("<f", value)
+    return varint(number << 3) + varint(value)
+
+
+def write_sentencepiece_model(path, tokens, scores, types, model_type=2, byte_fallback=True, collapse_spaces=False):
+    pieces = b"".join(protobuf_field(1, protobuf_field(1, t) + protobuf_field(2, s) + protobuf_field(3, k))
+                      for t, s, k in zip(tokens, scores, types))
+    trainer = protobuf_field(3, model_type) + protobuf_field(35, int(byte_fallback)) + protobuf_field(40, 0) + \
+        protobuf_field(41, 1) + protobuf_field(42, 2) + protobuf_field(43, (1 << 64) - 1)  # pad_id = -1
+    normalizer = protobuf_field(1, "identity") + protobuf_field(3, 1) + protobuf_field(4, int(collapse_spaces))
+    path.write_bytes(pieces + protobuf_field(2, trainer) + protobuf_field(3, normalizer))
+
+
+@pytest.mark.slow
+def test_tokenizer_model_file_matches_the_same_vocabulary_in_gguf(spm_gguf, transformers_module, corpus, tmp_path):
+    path, (tokens, scores, types) = spm_gguf
+    write_sentencepiece_model(tmp_path / "tokenizer.model", tokens, scores, types)
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    theirs = transformers_module.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    texts = SPM_TEXTS + corpus[:1500:5]
+    assert ours(texts)["input_ids"] == theirs(texts)["input_ids"]
+    assert (ours.bos_token, ours.eos_token, ours.unk_token, ours.pad_token) == ("<s>", "</s>", "<unk>", None)
+    ours.save_pretrained(tmp_path / "saved")  # and it converts to a tokenizer.json transformers loads
+    reloaded = transformers_module.AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    assert reloaded(texts)["input_ids"] == theirs(texts)["input_ids"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "tokenizer.model").write_bytes(b"\x0a\xff\xff\xff\xff\x0f")
+    with pytest.raises(ValueError, match="not a SentencePiece model file"):
+        AutoTokenizer.from_pretrained(tmp_path / "bad")
+
+
+def test_unigram_tokenizer_model_matches_tokenizers_sentencepiece(tmp_path):
+    from tokenizers import SentencePieceUnigramTokenizer
+
+    ascii_texts = [t for t in training_texts() if t.isascii()]
+    reference = SentencePieceUnigramTokenizer()
+    reference.train_from_iterator(ascii_texts[:400], vocab_size=600, show_progress=False,
+                                  special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>")
+    pieces = reference.get_vocab()
+    model = json.loads(reference.to_str())["model"]
+    tokens = [piece for piece, _ in model["vocab"]]
+    scores = [score for _, score in model["vocab"]]
+    types = [2 if t == "<unk>" else 3 if t in ("<s>", "</s>") else 1 for t in tokens]
+    assert len(tokens) == len(pieces)
+    write_sentencepiece_model(tmp_path / "tokenizer.model", tokens, scores, types, model_type=1, byte_fallback=False,
+                              collapse_spaces=True)
+    ours = AutoTokenizer.from_pretrained(tmp_path, add_bos_token=False)
+    texts = ascii_texts[400:700] + ["  double  spaces", "unseen ☃ glyph"]
+    assert [ours.encode(t) for t in texts] == [reference.encode(t).ids for t in texts]
+    assert ours.decode(ours.encode("Hello there world")) == reference.decode(reference.encode("Hello there world").ids)
+
+
+@pytest.mark.slow
+def test_added_tokens_json_and_special_tokens_map_load_like_transformers(minilm, transformers_module, tmp_path):
+    import copy
+
+    tok = copy.deepcopy(minilm)
+    tok.add_tokens(["newtoken", "<tool>"])
+    tok.add_special_tokens({"additional_special_tokens": ["<extra>"]})
+    tok.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "added_tokens.json").read_text()) == {"newtoken": 30522, "<tool>": 30523,
+                                                                         "<extra>": 30524}
+    assert json.loads((tmp_path / "special_tokens_map.json").read_text())["additional_special_tokens"] == ["<extra>"]
+    text = "a newtoken and <tool> with <extra> tokens"
+    theirs = transformers_module.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == theirs(text)["input_ids"] == tok(text)["input_ids"]
+    # an older layout: tokenizer.json without the added tokens, which added_tokens.json lists
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["id"] < 30522]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items() if int(k) < 30522}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    legacy = AutoTokenizer.from_pretrained(tmp_path)
+    assert legacy(text)["input_ids"] == tok(text)["input_ids"]
+    assert legacy.convert_ids_to_tokens([30522, 30523, 30524]) == ["newtoken", "<tool>", "<extra>"]
+    (tmp_path / "added_tokens.json").write_text('{"newtoken": 40000}')
+    with pytest.raises(ValueError, match="'newtoken' is listed with id 40000"):
+        AutoTokenizer.from_pretrained(tmp_path)
+
+
+# -- the model side: resize_token_embeddings -----------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["untied", "tied"])
+def test_resize_token_embeddings_after_adding_tokens(llama_checkpoint, variant):
+    from leanformers import AutoModelForCausalLM
+
+    _, folder = llama_checkpoint(variant)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_out = model.get_output_embeddings().weight.detach().clone()
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<a>", "<b>"]})
+    torch.manual_seed(0)
+    embedding = model.resize_token_embeddings(128 + len(tok) - 5, pad_to_multiple_of=16)
+    assert embedding is model.get_input_embeddings() and embedding.weight.shape == (144, 64)
+    assert model.config.vocab_size == 144 and model.get_output_embeddings().weight.shape == (144, 64)
+    assert torch.equal(embedding.weight[:128], old_in)
+    assert torch.equal(model.get_output_embeddings().weight[:128], old_out)
+    new = embedding.weight[128:].detach()
+    assert torch.allclose(new.mean(0), old_in.mean(0), atol=1e-3)
+    assert new.std(0).max() < 1e-3  # drawn close around the mean, as transformers' mean_resizing does
+    assert (model.get_output_embeddings().weight is embedding.weight) == (variant == "tied")
+    if variant == "untied":
+        assert torch.allclose(model.get_output_embeddings().weight[128:].mean(0), old_out.mean(0), atol=1e-3)
+    logits = model(torch.tensor([[1, 130, 143]])).logits
+    assert logits.shape == (1, 3, 144) and torch.isfinite(logits).all()
+    model.resize_token_embeddings(100)
+    assert model.get_input_embeddings().weight.shape == (100, 64) and model.config.vocab_size == 100
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == (variant == "tied")
+    plain = model.resize_token_embeddings(120, mean_resizing=False).weight[100:]
+    assert 0.005 < plain.std().item() < 0.05  # the usual random init (initializer_range 0.02)
