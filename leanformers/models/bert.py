@@ -218,7 +218,8 @@ class BertModel(BertPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros(B, T, dtype=torch.long, device=device)
         if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape != (B, T):
-            raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} does not match the input's {(B, T)}")
+            raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} does not match the "
+                             f"input's {(B, T)}")
         mask = build_attention_mask(attention_mask, T, T, causal=False, device=device)
 
         x = self.embeddings(inputs_embeds, token_type_ids, position_ids)

@@ -71,7 +71,8 @@ def infer_problem_type(config, labels) -> str:
     if problem_type is None:
         if config.num_labels == 1:
             return "regression"
-        return "single_label_classification" if labels.dtype in (torch.long, torch.int) else "multi_label_classification"
+        integer = labels.dtype in (torch.long, torch.int)
+        return "single_label_classification" if integer else "multi_label_classification"
     if problem_type not in PROBLEM_TYPES:
         raise ValueError(f"config.problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
     return problem_type

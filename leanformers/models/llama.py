@@ -251,7 +251,8 @@ class LlamaForTokenClassification(TokenClassificationHead, LlamaPreTrainedModel)
         super().__init__(config)
         self.model = LlamaModel(config)
         self.dropout = nn.Dropout(classifier_dropout(config))
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
+        bias = getattr(config, "token_classification_bias", True)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=bias)
         self.post_init()
 
 
