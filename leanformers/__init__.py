@@ -6,7 +6,16 @@ from .config import PretrainedConfig
 from .data import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding, Dataset,
                    DatasetDict, IterableDataset, concatenate_datasets, default_data_collator, load_dataset,
                    load_from_disk)
-from .generation import GenerationConfig, KVCache, TextIteratorStreamer, TextStreamer
+from .generation import (
+    GenerationConfig,
+    KVCache,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    TextIteratorStreamer,
+    TextStreamer,
+)
 from .models.base import PreTrainedModel
 from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
                           BertForSequenceClassification, BertForTokenClassification, BertModel)
