@@ -195,3 +195,15 @@ def test_bert_multiple_choice_rejects_inputs_of_the_wrong_rank(bert_checkpoint):
         model(random_ids((2, 9)))
     with pytest.raises(ValueError, match=r"labels of shape \(2, 3\)"):
         model(random_ids((2, 3, 9)), labels=torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_bert_all_padding_row_is_finite_and_matches_transformers(bert_checkpoint):
+    ref, folder = bert_checkpoint("BertModel")
+    ours = BertModel.from_pretrained(folder)
+    ids = random_ids((2, 6), seed=5)
+    mask = torch.ones_like(ids)
+    mask[1] = 0  # a row that is padding only, as a bucketed batch can produce
+    with torch.no_grad():
+        got, expected = ours(ids, attention_mask=mask), ref(ids, attention_mask=mask)
+    assert torch.isfinite(got.last_hidden_state).all()
+    torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=0)
