@@ -115,9 +115,8 @@ def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool =
 
     attention_mask (B, kv_len) marks real tokens with 1. Query i sits at key
     position kv_len - q_len + i. A query whose keys are all masked (a pad
-    position in a left-padded row, an all-padding row) attends to every key,
-    as transformers' additive mask makes it do, instead of SDPA's NaN; its
-    output is never used.
+    position in a left-padded row, an all-padding row) gets a zero output from
+    SDPA (torch >= 2.5), as in transformers, not NaN.
     """
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask.bool()
@@ -132,7 +131,7 @@ def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool =
     if causal and q_len > 1:
         q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
         keep = keep & (torch.arange(kv_len, device=device)[None, :] <= q_pos)  # (B, 1, q, kv)
-    return keep | ~keep.any(-1, keepdim=True)
+    return keep
 
 
 def attention(q, k, v, mask, causal: bool, scale: float | None = None, dropout: float = 0.0):
