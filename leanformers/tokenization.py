@@ -1,10 +1,13 @@
 """Tokenizers: a PreTrainedTokenizer over the Rust `tokenizers` library, BatchEncoding, chat templates.
 
 A tokenizer comes from a folder (tokenizer.json + tokenizer_config.json + special_tokens_map.json +
-chat_template.jinja, as transformers writes them) or from a GGUF file's metadata (byte-level BPE,
-pre-tokenized the way llama.cpp reads `tokenizer.ggml.pre`). The Rust tokenizer does the work; this
-file keeps the settings transformers keeps beside it (special tokens, padding side, model_max_length,
-chat template) and turns encodings into the dicts, lists and tensors transformers returns.
+added_tokens.json + chat_template.jinja, as transformers writes them; or a SentencePiece tokenizer.model),
+or from a GGUF file's metadata (byte-level BPE pre-tokenized the way llama.cpp reads `tokenizer.ggml.pre`,
+or a SentencePiece 'llama' vocabulary). The Rust tokenizer does the work; this file keeps the settings
+transformers keeps beside it (special tokens, padding side, model_max_length, chat template), turns
+encodings into the dicts, lists and tensors transformers returns, renders chat templates in jinja2's
+sandbox (with assistant-token masks), trains new tokenizers of the same kind and decodes incrementally
+for streaming.
 """
 
 import contextvars

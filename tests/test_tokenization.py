@@ -1078,6 +1078,8 @@ def test_tokenizer_model_file_matches_the_same_vocabulary_in_gguf(spm_gguf, tran
 
 
 def test_unigram_tokenizer_model_matches_tokenizers_sentencepiece(tmp_path):
+    import struct
+
     from tokenizers import SentencePieceUnigramTokenizer
 
     ascii_texts = [t for t in training_texts() if t.isascii()]
@@ -1087,7 +1089,10 @@ def test_unigram_tokenizer_model_matches_tokenizers_sentencepiece(tmp_path):
     pieces = reference.get_vocab()
     model = json.loads(reference.to_str())["model"]
     tokens = [piece for piece, _ in model["vocab"]]
-    scores = [score for _, score in model["vocab"]]
+    # a .model file stores float32 scores; the reference gets the same, so near-ties break alike
+    scores = [struct.unpack("<f", struct.pack("<f", score))[0] for _, score in model["vocab"]]
+    reference._tokenizer.model = models.Unigram(list(zip(tokens, scores)), unk_id=model["unk_id"],
+                                                byte_fallback=False)
     types = [2 if t == "<unk>" else 3 if t in ("<s>", "</s>") else 1 for t in tokens]
     assert len(tokens) == len(pieces)
     write_sentencepiece_model(tmp_path / "tokenizer.model", tokens, scores, types, model_type=1, byte_fallback=False,
