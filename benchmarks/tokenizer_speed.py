@@ -1,7 +1,7 @@
 """Tokenizer speed: leanformers vs transformers' fast tokenizer on SmolLM2 (GGUF, byte-level BPE) and
 all-MiniLM-L6-v2 (WordPiece), in one process.
 
-    .venv/bin/python benchmarks/tokenize.py [--mb 5] [--batch 1000] [--max-length 512] [--calls 20000]
+    .venv/bin/python benchmarks/tokenizer_speed.py [--mb 5] [--batch 1000] [--max-length 512] [--calls 20000]
 
 1. Batch encoding: the same corpus (stdlib sources plus synthetic numbers / Chinese / emoji lines, cut
    into ~500-character documents) in batches of --batch texts, with padding=True, truncation=True and
@@ -12,17 +12,11 @@ all-MiniLM-L6-v2 (WordPiece), in one process.
 The outputs of both libraries are checked to be identical before anything is timed.
 """
 
-import sys
+import argparse
+import random
+import sysconfig
+import time
 from pathlib import Path
-
-# This file's name shadows the standard library's `tokenize` (which linecache and inspect import), so
-# its folder leaves the import path before anything else is imported.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import random  # noqa: E402
-import sysconfig  # noqa: E402
-import time  # noqa: E402
 
 
 def build_corpus(megabytes: float) -> list[str]:
