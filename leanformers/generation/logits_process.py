@@ -48,8 +48,7 @@ def apply_no_repeat_ngram(logits, input_ids, ngram_size: int):
 
 def suppress_tokens(logits, token_ids):
     """Set the scores of `token_ids` (1-D long tensor) to -inf."""
-    mask = torch.isin(torch.arange(logits.shape[-1], device=logits.device), token_ids)
-    return torch.where(mask, NEG_INF, logits)
+    return logits.index_fill(-1, token_ids[token_ids < logits.shape[-1]], NEG_INF)
 
 
 def apply_bad_words(logits, input_ids, single_ids, multi):

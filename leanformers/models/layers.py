@@ -34,11 +34,52 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x):
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
         # Normalise in fp32 whatever the weights' dtype, as the reference does.
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         return self.weight * x.to(dtype)
+
+
+# -- packed weights for CPU decoding ---------------------------------------------------------
+
+# Decoding runs one token per row through every weight: the speed is how fast the weights
+# stream from memory. oneDNN's blocked weight layout streams about twice as fast as the
+# plain (out, in) layout torch's default kernel reads, so decode steps on CPU in fp32 use
+# packed copies of the linear weights (built on first use, rebuilt when a weight changes;
+# they cost one extra copy of those weights). Prefill, training and other devices use the
+# weights as they are. Set to False to turn the packed path off.
+PACKED_CPU_DECODE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def packed_decode_applies(x, cache) -> bool:
+    return (PACKED_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not torch.is_grad_enabled())
+
+
+class PackedLinears:
+    """Linear layers that read the same input, applied as one matmul over their weights
+    concatenated and packed in oneDNN's layout. Not a module: nothing of it is saved."""
+
+    def __init__(self, *linears: nn.Linear):
+        self.linears = linears
+        self.splits = [linear.out_features for linear in linears]
+        self.version = None
+
+    def __call__(self, x, split: bool = True):
+        version = [(l.weight.data_ptr(), l.weight._version) for l in self.linears]
+        if version != self.version:
+            with torch.no_grad():
+                weight = torch.cat([l.weight for l in self.linears]) if len(self.linears) > 1 else self.linears[0].weight
+                self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+                biases = [l.bias for l in self.linears]
+                self.bias = None if biases[0] is None else torch.cat(biases).detach()
+            self.version = version
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.weight, self.bias, "none", [], "")
+        y = y.view(*x.shape[:-1], -1)
+        return y.split(self.splits, dim=-1) if split and len(self.splits) > 1 else y
 
 
 # -- rotary position embedding -------------------------------------------------------
@@ -84,26 +125,21 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, position_ids, dtype):
-        """cos, sin of shape (B, T, head_dim) for position_ids (B, T)."""
+        """cos and signed sin of shape (B, T, 1, head_dim) for position_ids (B, T), for apply_rotary."""
         inv_freq = self.inv_freq
         if self.rope.get("rope_type") == "dynamic":
             seq_len = int(position_ids.max()) + 1
             if seq_len > self.max_position_embeddings:
                 inv_freq = rope_inv_freq(self.rope, self.head_dim, self.max_position_embeddings, seq_len).to(inv_freq.device)
-        freqs = position_ids[:, :, None].float() * inv_freq.float()[None, None, :]  # (B, T, D/2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        freqs = position_ids[:, :, None, None].float() * inv_freq.float()  # (B, T, 1, D/2)
+        cos, sin = freqs.cos(), freqs.sin()
+        return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(q, k, cos, sin):
-    """q, k (B, H, T, D); cos, sin (B, T, D)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+def apply_rotary(x, cos, signed_sin):
+    """Rotate x (B, T, H, D) by position: x * cos + rotate_half(x) * sin, where rotate_half(x) =
+    cat(-x2, x1) is written as roll(x) = cat(x2, x1) times a sin whose first half is negated."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 # -- masks ------------------------------------------------------------------------------
@@ -136,12 +172,9 @@ def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool =
 
 def attention(q, k, v, mask, causal: bool, scale: float | None = None, dropout: float = 0.0):
     """Scaled dot-product attention; q (B, H, Tq, D), k/v (B, Hkv, Tk, D) with H a multiple of Hkv."""
-    if k.shape[1] != q.shape[1]:
-        groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
     is_causal = causal and mask is None and q.shape[2] > 1 and q.shape[2] == k.shape[2]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
+                                          scale=scale, enable_gqa=k.shape[1] != q.shape[1])
 
 
 def attention_with_weights(q, k, v, mask, causal: bool, scale: float | None = None):

@@ -12,8 +12,8 @@ from ..config import PretrainedConfig
 from ..generation.cache import KVCache
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
-                     build_attention_mask, get_activation)
+from .layers import (PackedLinears, RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
+                     build_attention_mask, get_activation, packed_decode_applies)
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 
@@ -76,13 +76,21 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.packed_qkv = PackedLinears(self.q_proj, self.k_proj, self.v_proj)
+        self.packed_o = PackedLinears(self.o_proj)
 
     def forward(self, x, cos, sin, mask, cache, output_attentions=False):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        packed = packed_decode_applies(x, cache)
+        if packed:  # one matmul for q, k, v, and one rotation for q and k together
+            qk, v = self.packed_qkv(x, split=False).split([(H + Hkv) * D, Hkv * D], dim=-1)
+            q, k = apply_rotary(qk.view(B, T, H + Hkv, D), cos, sin).split([H, Hkv], dim=2)
+        else:
+            q = apply_rotary(self.q_proj(x).view(B, T, H, D), cos, sin)  # (B, T, H, D)
+            k = apply_rotary(self.k_proj(x).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
+            v = self.v_proj(x)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, Hkv, D).transpose(1, 2)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         dropout = self.dropout if self.training else 0.0
@@ -91,7 +99,7 @@ class LlamaAttention(nn.Module):
         else:
             out, weights = attention(q, k, v, mask, causal=True, dropout=dropout), None
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
-        return self.o_proj(out), weights
+        return (self.packed_o(out) if packed else self.o_proj(out)), weights
 
 
 class LlamaMLP(nn.Module):
@@ -101,8 +109,13 @@ class LlamaMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act = get_activation(config.hidden_act)
+        self.packed_gate_up = PackedLinears(self.gate_proj, self.up_proj)
+        self.packed_down = PackedLinears(self.down_proj)
 
-    def forward(self, x):
+    def forward(self, x, packed=False):
+        if packed:
+            gate, up = self.packed_gate_up(x)
+            return self.packed_down(self.act(gate) * up)
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -117,7 +130,7 @@ class LlamaDecoderLayer(nn.Module):
     def forward(self, x, cos, sin, mask, cache, output_attentions=False):
         attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
         x = x + attn_out
-        return x + self.mlp(self.post_attention_layernorm(x)), weights
+        return x + self.mlp(self.post_attention_layernorm(x), packed_decode_applies(x, cache)), weights
 
 
 def position_ids_from_mask(attention_mask, past_length: int, length: int):
@@ -218,6 +231,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         super().__init__(config)
         self.model = LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.packed_lm_head = PackedLinears(self.lm_head)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -230,7 +244,9 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                          past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_attentions=output_attentions)
-        logits = self.lm_head(keep_last(out.last_hidden_state, logits_to_keep))
+        hidden = keep_last(out.last_hidden_state, logits_to_keep)
+        packed = packed_decode_applies(out.last_hidden_state, out.cache)
+        logits = self.packed_lm_head(hidden) if packed else self.lm_head(hidden)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
