@@ -187,3 +187,31 @@ def test_config_repr_prints_json_like_transformers():
     assert text.startswith("LlamaConfig {")
     body = json.loads(text[len("LlamaConfig "):])
     assert body["hidden_size"] == 64 and body["model_type"] == "llama"
+
+
+def decode_logits(model, ids, prefix):
+    """Logits of ids[:, prefix:] computed one token at a time through the KV cache."""
+    with torch.no_grad():
+        out = model(ids[:, :prefix], use_cache=True)
+        steps = [out.logits]
+        for t in range(prefix, ids.shape[1]):
+            out = model(ids[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
+            steps.append(out.logits)
+    return torch.cat(steps, 1)
+
+
+def test_llama_packed_decode_weights_follow_weight_updates(llama_checkpoint, monkeypatch):
+    from leanformers.models import layers
+
+    _, folder = llama_checkpoint("bias")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 8, seed=6)
+    decode_logits(model, ids, 4)  # builds the packed copies
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.mul_(2.0)
+        model.model.layers[0].self_attn.k_proj.bias.add_(0.5)
+        model.lm_head.weight.add_(0.01)
+        full = model(ids).logits
+    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
+    monkeypatch.setattr(layers, "PACKED_CPU_DECODE", False)
+    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)

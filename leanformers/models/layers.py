@@ -69,7 +69,7 @@ class PackedLinears:
         self.version = None
 
     def __call__(self, x, split: bool = True):
-        version = [(l.weight.data_ptr(), l.weight._version) for l in self.linears]
+        version = [(p.data_ptr(), p._version) for l in self.linears for p in (l.weight, l.bias) if p is not None]
         if version != self.version:
             with torch.no_grad():
                 weight = torch.cat([l.weight for l in self.linears]) if len(self.linears) > 1 else self.linears[0].weight
