@@ -5,6 +5,7 @@ The KV cache is used only through `cache.update(layer_idx, k, v) -> (k, v)`.
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -47,16 +48,17 @@ class RMSNorm(nn.Module):
 
 # Decoding runs one token per row through every weight: the speed is how fast the weights
 # stream from memory. oneDNN's blocked weight layout streams about twice as fast as the
-# plain (out, in) layout torch's default kernel reads, so decode steps on CPU in fp32 use
+# plain (out, in) layout torch's default kernel reads, so decode steps on CPU (fp32, bf16) use
 # packed copies of the linear weights (built on first use, rebuilt when a weight changes;
 # they cost one extra copy of those weights). Prefill, training and other devices use the
 # weights as they are. Set to False to turn the packed path off.
-PACKED_CPU_DECODE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+PACKED_CPU_DECODE = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+                     and os.environ.get("LEANFORMERS_PACKED_DECODE", "1") != "0")
 
 
 def packed_decode_applies(x, cache) -> bool:
     return (PACKED_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
-            and x.dtype == torch.float32 and not torch.is_grad_enabled())
+            and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled())
 
 
 class PackedLinears:
