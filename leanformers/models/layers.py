@@ -79,8 +79,7 @@ class PackedLinears:
                 biases = [l.bias for l in self.linears]
                 self.bias = None if biases[0] is None else torch.cat(biases).detach()
             self.version = version
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.weight, self.bias, "none", [], "")
-        y = y.view(*x.shape[:-1], -1)
+        y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return y.split(self.splits, dim=-1) if split and len(self.splits) > 1 else y
 
 
