@@ -12,8 +12,7 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import (QuestionAnsweringHead, TokenClassificationHead, check_integer_labels,
                     classifier_dropout, sequence_classification_loss)
-from .layers import attention, attention_with_weights, build_attention_mask, get_activation
-from .llama import check_token_ids
+from .layers import attention, attention_with_weights, build_attention_mask, check_token_ids, get_activation
 from .outputs import (BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, MultipleChoiceModelOutput,
                       SequenceClassifierOutput)
 

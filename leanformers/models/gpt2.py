@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from ..config import PretrainedConfig
-from ..generation.cache import KVCache
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import attention, attention_with_weights, build_attention_mask, get_activation
-from .llama import causal_lm_loss, check_token_ids, keep_last, position_ids_from_mask
+from .layers import (attention, attention_with_weights, build_attention_mask, causal_lm_loss, get_activation, keep_last,
+                     start_decoder_forward)
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 
@@ -141,28 +140,12 @@ class GPT2Model(GPT2PreTrainedModel):
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, use_cache=None, output_hidden_states=None,
                 output_attentions=None, return_dict=None, cache=None, **kwargs):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            check_token_ids(input_ids, self.config.vocab_size)
-            inputs_embeds = self.wte(input_ids)
-        cache = cache if cache is not None else past_key_values
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        if use_cache and cache is None:
-            cache = KVCache()
+        inputs_embeds, cache, position_ids, past = start_decoder_forward(
+            self, self.wte, input_ids, inputs_embeds, attention_mask, position_ids,
+            cache if cache is not None else past_key_values, use_cache)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-
-        B, T, _ = inputs_embeds.shape
-        past = cache.get_seq_length() if cache is not None else 0
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + T:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, but the cache holds {past} "
-                             f"and the input {T}: it must cover both")
-        if position_ids is None:
-            if attention_mask is not None and attention_mask.dim() == 2:
-                position_ids = position_ids_from_mask(attention_mask, past, T)
-            else:
-                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).expand(B, T)
+        T = inputs_embeds.shape[1]
         if past + T > self.config.n_positions:
             raise ValueError(f"the input is {past + T} tokens long ({past} cached + {T} new), but this GPT-2 model "
                              f"has position embeddings for max_position_embeddings={self.config.n_positions} only")
@@ -184,7 +167,7 @@ class GPT2Model(GPT2PreTrainedModel):
             all_hidden.append(x)
         return BaseModelOutputWithPast(
             last_hidden_state=x,
-            cache=cache if use_cache else None,
+            cache=cache,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )

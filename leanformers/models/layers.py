@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..generation.cache import KVCache
+
 ACTIVATIONS = {
     "silu": F.silu,
     "swish": F.silu,
@@ -193,3 +195,60 @@ def attention_with_weights(q, k, v, mask, causal: bool, scale: float | None = No
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = scores.float().softmax(-1).to(q.dtype)
     return weights @ v, weights
+
+
+# -- the start and end of a decoder forward (Llama, GPT-2) -----------------------------------
+
+
+def check_token_ids(input_ids, vocab_size: int):
+    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+        raise TypeError(f"input_ids must hold integer token ids, not {input_ids.dtype}")
+    if input_ids.numel():
+        low, high = input_ids.aminmax()
+        if int(high) >= vocab_size or int(low) < 0:
+            raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
+
+
+def position_ids_from_mask(attention_mask, past_length: int, length: int):
+    """Positions that skip left padding: the running count of real tokens, minus one."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp_(min=0)[:, past_length : past_length + length]
+
+
+def start_decoder_forward(model, embed, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache):
+    """Embeddings (B, T, C), the KV cache (a new one when use_cache asks and none is given),
+    position ids (B, T) that skip left padding, and how many tokens the cache held before."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if inputs_embeds is None:
+        check_token_ids(input_ids, model.config.vocab_size)
+        inputs_embeds = embed(input_ids)
+    use_cache = use_cache if use_cache is not None else (model.config.use_cache and not model.training)
+    if use_cache and cache is None:
+        cache = KVCache()
+    B, T, _ = inputs_embeds.shape
+    past = cache.get_seq_length() if cache is not None else 0
+    if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + T:
+        raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, but the cache holds {past} "
+                         f"and the input {T}: it must cover both")
+    if position_ids is None:
+        if attention_mask is not None and attention_mask.dim() == 2:
+            position_ids = position_ids_from_mask(attention_mask, past, T)
+        else:
+            position_ids = torch.arange(past, past + T, device=inputs_embeds.device).expand(B, T)
+    return inputs_embeds, (cache if use_cache else None), position_ids, past
+
+
+def keep_last(hidden, logits_to_keep):
+    """The positions whose logits are wanted: the last `logits_to_keep` (0 = all), or given indices."""
+    if isinstance(logits_to_keep, int):
+        return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
+    return hidden[:, logits_to_keep]
+
+
+def causal_lm_loss(logits, labels, ignore_index: int = -100):
+    """Mean cross-entropy of each position predicting the next label; -100 labels are ignored."""
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
+    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index)

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PretrainedConfig
-from ..generation.cache import KVCache
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
 from .layers import (PackedLinears, RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
-                     build_attention_mask, get_activation, packed_decode_applies)
+                     build_attention_mask, causal_lm_loss, get_activation, keep_last, packed_decode_applies,
+                     start_decoder_forward)
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 
@@ -133,12 +133,6 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x), packed_decode_applies(x, cache)), weights
 
 
-def position_ids_from_mask(attention_mask, past_length: int, length: int):
-    """Positions that skip left padding: the running count of real tokens, minus one."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp_(min=0)[:, past_length : past_length + length]
-
-
 class LlamaPreTrainedModel(PreTrainedModel):
     config_class = LlamaConfig
     base_model_prefix = "model"
@@ -161,28 +155,12 @@ class LlamaModel(LlamaPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
                 return_dict=None, cache=None, **kwargs):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            check_token_ids(input_ids, self.config.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        cache = cache if cache is not None else past_key_values
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        if use_cache and cache is None:
-            cache = KVCache()
+        inputs_embeds, cache, position_ids, past = start_decoder_forward(
+            self, self.embed_tokens, input_ids, inputs_embeds, attention_mask, position_ids,
+            cache if cache is not None else past_key_values, use_cache)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-
-        B, T, _ = inputs_embeds.shape
-        past = cache.get_seq_length() if cache is not None else 0
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] != past + T:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, but the cache holds {past} "
-                             f"and the input {T}: it must cover both")
-        if position_ids is None:
-            if attention_mask is not None and attention_mask.dim() == 2:
-                position_ids = position_ids_from_mask(attention_mask, past, T)
-            else:
-                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).expand(B, T)
+        T = inputs_embeds.shape[1]
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device)
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
 
@@ -199,31 +177,10 @@ class LlamaModel(LlamaPreTrainedModel):
             all_hidden.append(x)
         return BaseModelOutputWithPast(
             last_hidden_state=x,
-            cache=cache if use_cache else None,
+            cache=cache,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
-
-
-def check_token_ids(input_ids, vocab_size: int):
-    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
-        raise TypeError(f"input_ids must hold integer token ids, not {input_ids.dtype}")
-    if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
-        raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
-
-
-def causal_lm_loss(logits, labels, ignore_index: int = -100):
-    """Mean cross-entropy of each position predicting the next label; -100 labels are ignored."""
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
-    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index)
-
-
-def keep_last(hidden, logits_to_keep):
-    if isinstance(logits_to_keep, int):
-        return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
-    return hidden[:, logits_to_keep]
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
