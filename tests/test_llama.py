@@ -1,5 +1,6 @@
 """Llama family against transformers: the same checkpoint loaded in both libraries."""
 
+import copy
 import json
 
 import pytest
@@ -215,3 +216,15 @@ def test_llama_packed_decode_weights_follow_weight_updates(llama_checkpoint, mon
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
     monkeypatch.setattr(layers, "PACKED_CPU_DECODE", False)
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
+
+
+def test_llama_float16_on_cpu_warns_and_auto_prefers_float32(llama_checkpoint, tmp_path):
+    ref, _ = llama_checkpoint("untied")
+    with pytest.warns(UserWarning, match="float16 on CPU is very slow"):
+        model = LlamaForCausalLM.from_pretrained(llama_checkpoint("untied")[1], dtype=torch.float16)
+    assert model.dtype == torch.float16
+    copy.deepcopy(ref).half().save_pretrained(tmp_path)  # config.json now says dtype float16
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"
+    assert LlamaForCausalLM.from_pretrained(tmp_path, dtype="auto").dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'float13'"):
+        LlamaForCausalLM.from_pretrained(tmp_path, dtype="float13")
