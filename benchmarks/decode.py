@@ -1,13 +1,22 @@
-"""Decode speed: leanformers vs transformers on SmolLM2-135M-Instruct (the packaged GGUF), one run.
+"""Generation speed and memory: leanformers vs transformers on SmolLM2-135M-Instruct (the
+packaged GGUF), side by side in one run.
 
-    .venv/bin/python benchmarks/decode.py [--new-tokens 128] [--batch 1 8] [--dtype float32] [--repeats 3]
+    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--repeats 3] [--memory]
 
-Each library generates exactly --new-tokens tokens greedily (min_new_tokens pins the length) from
-the same prompts; the best of --repeats runs is reported, as tokens/s, with the ratio
-leanformers / transformers. Prefill is timed apart from decode.
+Prints, for each library and the ratio leanformers / transformers:
+  - greedy decode tokens/s at batch 1 and batch 8 (--new-tokens, pinned with min_new_tokens),
+    and whether both produced the same tokens;
+  - sampling (top-p 0.9, temperature 0.8) at batch 8, 64 new tokens each, tokens/s in total;
+  - prefill of a 512-token prompt (logits for the last position only), tokens/s;
+  - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens.
+The best of --repeats runs is reported; absolute numbers on a shared machine are noise, the
+ratios measured in the same run are the figures to compare.
 """
 
 import argparse
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -20,49 +29,106 @@ PROMPTS = ["Hello, my name is", "The capital of France is", "def fibonacci(n):",
            "The quick brown fox", "Water boils at", "Here is a list of fruits:", "In 1969,"]
 
 
-def timed_generate(model, inputs, new_tokens):
-    start = time.perf_counter()
+def load_models(dtype):
+    gguf = bundled_model_path("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(gguf)
+    ours = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    return tokenizer, {"leanformers": ours, "transformers": theirs.eval()}
+
+
+def best_time(repeats, fn):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def generate(model, inputs, new_tokens, **kwargs):
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    elapsed = time.perf_counter() - start
+        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
     assert out.shape[1] == inputs["input_ids"].shape[1] + new_tokens
-    return elapsed, out
+    return out
 
 
-def best_of(repeats, fn):
-    return min(fn() for _ in range(repeats))
+def report(label, rates, note=""):
+    ratio = rates["leanformers"] / rates["transformers"]
+    print(f"{label:<34} {rates['leanformers']:>10.1f} {rates['transformers']:>13.1f} {ratio:>6.2f}x  {note}")
+
+
+def measure_speed(args, dtype):
+    tokenizer, models = load_models(dtype)
+    for batch in (1, 8):
+        inputs = dict(tokenizer((PROMPTS * batch)[:batch], padding=True, padding_side="left", return_tensors="pt"))
+        rates, outputs = {}, {}
+        for name, model in models.items():
+            outputs[name] = generate(model, inputs, 32, do_sample=False)  # warm-up, and the tokens to compare
+            elapsed = best_time(args.repeats, lambda: generate(model, inputs, args.new_tokens, do_sample=False))
+            rates[name] = batch * args.new_tokens / elapsed
+        same = "same tokens" if torch.equal(outputs["leanformers"], outputs["transformers"]) else "tokens differ"
+        report(f"greedy decode, batch {batch} (tok/s)", rates, same)
+
+    inputs = dict(tokenizer(PROMPTS, padding=True, padding_side="left", return_tensors="pt"))
+    rates = {}
+    for name, model in models.items():
+        elapsed = best_time(args.repeats, lambda: generate(model, inputs, 64, do_sample=True, top_p=0.9,
+                                                           temperature=0.8))
+        rates[name] = len(PROMPTS) * 64 / elapsed
+    report("sampling, batch 8 x 64 (tok/s)", rates)
+
+    ids = torch.randint(100, 40000, (1, 512), generator=torch.Generator().manual_seed(0))
+    rates = {}
+    for name, model in models.items():
+        with torch.inference_mode():
+            model(ids[:, :32], logits_to_keep=1)
+            rates[name] = 512 / best_time(args.repeats, lambda: model(ids, logits_to_keep=1))
+    report("prefill, 512 tokens (tok/s)", rates)
+
+
+def peak_memory_child(library, dtype_name):
+    """Run in a fresh process: load one library's model, generate 1,024 tokens, print peak RSS (MB)."""
+    dtype = getattr(torch, dtype_name)
+    gguf = bundled_model_path("smollm2-135m-instruct")
+    if library == "leanformers":
+        model = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype)
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    ids = torch.randint(100, 40000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1008, min_new_tokens=1008,
+                       do_sample=False)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def measure_memory(args):
+    peaks = {}
+    for library in ("leanformers", "transformers"):
+        out = subprocess.run([sys.executable, __file__, "--peak-memory-child", library, "--dtype", args.dtype],
+                             capture_output=True, text=True, check=True)
+        peaks[library] = float(out.stdout.strip().splitlines()[-1])
+    ratio = peaks["leanformers"] / peaks["transformers"]
+    print(f"{'peak RSS, 1,024-token generation (MB)':<38} {peaks['leanformers']:>6.0f} "
+          f"{peaks['transformers']:>13.0f} {ratio:>6.2f}x  (lower is better)")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
+    parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    gguf = bundled_model_path("smollm2-135m-instruct")
-    tokenizer = AutoTokenizer.from_pretrained(gguf)
-    ours = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype).eval()
-    print(f"SmolLM2-135M {args.dtype}, {args.new_tokens} new tokens, greedy, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"{'batch':>5} {'leanformers tok/s':>18} {'transformers tok/s':>19} {'ratio':>6}")
-    for batch in args.batch:
-        prompts = (PROMPTS * batch)[:batch]
-        inputs = dict(tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt"))
-        results = {}
-        for name, model in (("leanformers", ours), ("transformers", theirs)):
-            timed_generate(model, inputs, 4)  # warm-up
-            elapsed = best_of(args.repeats, lambda: timed_generate(model, inputs, args.new_tokens)[0])
-            results[name] = batch * args.new_tokens / elapsed
-        _, a = timed_generate(ours, inputs, 32)
-        _, b = timed_generate(theirs, inputs, 32)
-        same = "same tokens" if torch.equal(a, b) else "TOKENS DIFFER"
-        print(f"{batch:>5} {results['leanformers']:>18.1f} {results['transformers']:>19.1f} "
-              f"{results['leanformers'] / results['transformers']:>5.2f}x  ({same})")
+    if args.peak_memory_child:
+        return peak_memory_child(args.peak_memory_child, args.dtype)
+    print(f"SmolLM2-135M {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+    print(f"{'':<34} {'leanformers':>10} {'transformers':>13} {'ratio':>7}")
+    if args.memory:  # first: a child's peak RSS starts from its parent's (Linux keeps it across exec)
+        measure_memory(args)
+    measure_speed(args, getattr(torch, args.dtype))
 
 
 if __name__ == "__main__":
