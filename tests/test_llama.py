@@ -152,7 +152,13 @@ def test_llama_random_init_from_config_and_num_parameters():
 
 def test_llama_dtype_and_v4_torch_dtype_spelling(llama_checkpoint):
     _, folder = llama_checkpoint("untied")
-    assert LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+    bf16 = LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and bf16.model.rotary_emb.inv_freq.dtype == torch.float32
+    theirs = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    assert theirs.model.rotary_emb.inv_freq.dtype == torch.float32
+    ids = random_ids(1, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(bf16(ids).logits, theirs(ids).logits, atol=2e-2, rtol=0)
     assert LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
     assert LlamaForCausalLM.from_pretrained(folder, torch_dtype="bfloat16").dtype == torch.bfloat16
     model = LlamaForCausalLM.from_pretrained(folder, dtype="auto")

@@ -216,7 +216,10 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         with torch.device("meta"):
             model = cls(config)
         model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)
-        model.to(device=device, dtype=dtype)
+        model.to(device=device)
+        for param in model.parameters():  # buffers such as rotary frequencies stay in fp32
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
         model.config.dtype = str(dtype).removeprefix("torch.")
         generation_file = path / "generation_config.json" if path.is_dir() else None
         if model.can_generate() and generation_file is not None and generation_file.is_file():
