@@ -595,3 +595,14 @@ def test_text_iterator_streamer_from_a_thread():
 
     with pytest.raises(queue.Empty):
         next(iter(TextIteratorStreamer(tok, timeout=0.01)))
+
+
+def test_top_p_after_top_k_on_a_large_vocabulary_matches_transformers():
+    # after top-k, apply_top_p orders only the finite candidates instead of the whole vocabulary
+    logits = torch.randn(16, 50_000, generator=torch.Generator().manual_seed(7)) * 3
+    logits[3, :40] = 9.0  # ties around the k-th value keep more than k tokens in a row
+    for k, p in ((50, 0.9), (50, 0.3), (1, 0.9), (200, 0.99), (20, 1e-6)):
+        expected = hf_lp.TopPLogitsWarper(p)(None, hf_lp.TopKLogitsWarper(k)(None, logits.clone()))
+        got = apply_top_p(apply_top_k(logits, k), p)
+        assert torch.equal(torch.isinf(got), torch.isinf(expected)), (k, p)
+        torch.testing.assert_close(got, expected)

@@ -126,13 +126,20 @@ def apply_top_k(logits, top_k: int, min_tokens_to_keep: int = 1):
 
 def apply_top_p(logits, top_p: float, min_tokens_to_keep: int = 1):
     """Nucleus filtering: keep the most likely tokens whose probabilities sum to at least top_p (at least one)."""
-    sorted_logits, sorted_indices = torch.sort(logits, descending=False)
+    candidates = int((logits > NEG_INF).sum(-1).max())
+    if candidates < logits.shape[-1]:
+        # After top-k only a few tokens are finite: order those rather than the whole vocabulary.
+        # The -inf rest has probability 0 and would sort first, adding nothing to the sums.
+        values, indices = logits.topk(candidates, dim=-1)
+        sorted_logits, sorted_indices = values.flip(-1), indices.flip(-1)
+    else:
+        sorted_logits, sorted_indices = torch.sort(logits, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     # Drop the low tail holding at most 1 - top_p of the mass; the best tokens stay.
     drop_sorted = cumulative <= (1 - top_p)
     drop_sorted[..., -min_tokens_to_keep:] = False
-    drop = drop_sorted.scatter(1, sorted_indices, drop_sorted)
-    return logits.masked_fill(drop, NEG_INF)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, sorted_indices, ~drop_sorted)
+    return logits.masked_fill(~keep, NEG_INF)
 
 
 def apply_min_p(logits, min_p: float, min_tokens_to_keep: int = 1):
@@ -154,8 +161,8 @@ def apply_typical_p(logits, mass: float, min_tokens_to_keep: int = 1):
     last = (cumulative < mass).sum(dim=1).clamp(max=sorted_distance.shape[-1] - 1)
     drop_sorted = sorted_distance > sorted_distance.gather(1, last[:, None])
     drop_sorted[..., :min_tokens_to_keep] = False
-    drop = drop_sorted.scatter(1, sorted_indices, drop_sorted)
-    return logits.masked_fill(drop, NEG_INF)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, sorted_indices, ~drop_sorted)
+    return logits.masked_fill(~keep, NEG_INF)
 
 
 class LogitsProcessorList(list):
