@@ -138,9 +138,11 @@ class PretrainedConfig:
         return out
 
     def to_diff_dict(self) -> dict:
-        """Keys whose value differs from the defaults every config has (what transformers prints)."""
+        """Keys whose value differs from the defaults every config has, or from the family's own
+        defaults (what transformers prints)."""
         common = {**COMMON_DEFAULTS, "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
-        return {k: v for k, v in self.to_dict().items() if k not in common or common[k] != v}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in common or common[k] != v or (k in self.defaults and self.defaults[k] != v)}
 
     def to_json_string(self, use_diff: bool = True) -> str:
         data = self.to_diff_dict() if use_diff else self.to_dict()

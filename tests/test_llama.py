@@ -194,6 +194,9 @@ def test_config_repr_prints_json_like_transformers():
     assert text.startswith("LlamaConfig {")
     body = json.loads(text[len("LlamaConfig "):])
     assert body["hidden_size"] == 64 and body["model_type"] == "llama"
+    assert "output_hidden_states" not in body  # a default every config shares
+    tied = json.loads(repr(LlamaConfig(tie_word_embeddings=True))[len("LlamaConfig "):])
+    assert tied["tie_word_embeddings"] is True  # the common default, but not Llama's
 
 
 def decode_logits(model, ids, prefix):
