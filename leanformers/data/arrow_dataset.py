@@ -4,6 +4,11 @@ A dataset loaded from files or produced by `map`/`filter` is memory-mapped from 
 file in the cache, so it can be larger than RAM. Transforms return new datasets; each has a
 fingerprint (input fingerprint + hashed arguments) that names its cache file, so the same
 call in a new process reads the file instead of calling the function again.
+
+select/shuffle/filter/sort/train_test_split copy no rows: the new dataset shares its parent's
+table and carries an indices mapping, an int64 array of table row numbers (memory-mapped from an
+Arrow file in the cache when it is large): row i of the dataset is row indices[i] of the table.
+Reads take only the rows they need, batch by batch; flatten_indices() writes the rows out.
 """
 
 import json
@@ -22,7 +27,7 @@ import pyarrow.csv
 import pyarrow.parquet
 from tqdm.auto import tqdm
 
-from .arrow_io import ArrowWriter, read_arrow, table_from_columns, to_arrow_array
+from .arrow_io import ArrowWriter, gather, read_arrow, table_from_columns, to_arrow_array
 from .fingerprint import combine, hash_value
 from .formatting import check_format_type, column_batch, column_rows
 
@@ -43,6 +48,10 @@ def arrow_type(value) -> pa.DataType:
     if isinstance(dtype, str) and dtype in VALUE_TYPES:
         return VALUE_TYPES[dtype]
     raise TypeError(f"unknown feature type {value!r}; use a pyarrow type or one of {sorted(VALUE_TYPES)}")
+
+
+# An indices mapping with at least this many rows is written to (and memory-mapped from) the cache.
+INDICES_ON_DISK_ROWS = 100_000
 
 
 def random_fingerprint() -> str:
@@ -87,8 +96,9 @@ class Dataset:
     """Rows over a pyarrow.Table, with the datasets API."""
 
     def __init__(self, table: pa.Table, fingerprint: str | None = None, cache_dir=None, split=None,
-                 format=None):
+                 format=None, indices: np.ndarray | None = None):
         self._data = table
+        self._indices = indices  # int64 row numbers into `table`, or None: the rows are the table's
         self._fingerprint = fingerprint or random_fingerprint()
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.split = split
@@ -131,11 +141,64 @@ class Dataset:
             return self
         return self.cast(features)
 
-    def _new(self, table: pa.Table, fingerprint: str, keep_format=True) -> "Dataset":
+    def _new(self, table: pa.Table, fingerprint: str, keep_format=True, indices=None) -> "Dataset":
         fmt = dict(self._format) if keep_format else None
         if fmt and fmt["columns"] is not None:
             fmt["columns"] = [c for c in fmt["columns"] if c in table.column_names]
-        return Dataset(table, fingerprint, self._cache_dir, self.split, fmt)
+        return Dataset(table, fingerprint, self._cache_dir, self.split, fmt, indices)
+
+    # -- the indices mapping ---------------------------------------------------------------------------
+    def _with_indices(self, positions, fingerprint: str, keep_in_memory=False, path=None) -> "Dataset":
+        """The rows at `positions` (of this dataset) as a dataset over the same table: no row is copied.
+
+        The mapping is written to `path` (or, when large, to the cache) and memory-mapped from it.
+        """
+        rows = np.asarray(positions, dtype=np.int64)
+        if self._indices is not None:
+            rows = self._indices[rows]
+        contiguous = len(rows) > 0 and bool(np.all(np.diff(rows) == 1))
+        if path is None and not keep_in_memory and not contiguous and self._cache_dir is not None \
+                and len(rows) >= INDICES_ON_DISK_ROWS:
+            path = self._cache_dir / f"indices-{fingerprint}.arrow"
+        if path is not None:
+            writer = ArrowWriter(path)
+            writer.write_table(pa.table({"indices": pa.array(rows, pa.int64())}))
+            writer.finish()
+            rows = read_indices(path)
+        if contiguous:  # a run of rows is a slice of the table: no mapping needed
+            return self._new(self._data.slice(int(rows[0]), len(rows)), fingerprint)
+        return self._new(self._data, fingerprint, indices=rows)
+
+    def _rows(self, start: int, length: int) -> pa.Table:
+        """Rows start .. start+length of the dataset; only those rows are read."""
+        if self._indices is None:
+            return self._data.slice(start, length)
+        return gather(self._data, self._indices[start:start + length])
+
+    def _batches(self, batch_size: int = 10_000):
+        for start in range(0, self.num_rows, batch_size):
+            yield self._rows(start, batch_size)
+
+    def _column(self, name: str):
+        if self._indices is None:
+            return self._data.column(name)
+        return gather(self._data.select([name]), self._indices).column(0)
+
+    def _table(self) -> pa.Table:
+        """All rows as one table (in memory when there is a mapping: for outputs that are in memory anyway)."""
+        return self._data if self._indices is None else gather(self._data, self._indices)
+
+    def flatten_indices(self, keep_in_memory=False, cache_file_name=None, writer_batch_size=10_000,
+                        new_fingerprint=None, **unused) -> "Dataset":
+        """The rows written out to a new Arrow file in the cache (in memory without a cache), batch by batch."""
+        fingerprint = new_fingerprint or combine(self._fingerprint, "flatten_indices")
+        path = self._cache_path(fingerprint, keep_in_memory, cache_file_name)
+        if path is not None and path.is_file():
+            return self._new(read_arrow(path), fingerprint)
+        writer = ArrowWriter(path)
+        for table in self._batches(writer_batch_size):
+            writer.write_table(table)
+        return self._new(writer.finish(self._data.schema), fingerprint)
 
     # -- description -----------------------------------------------------------------------------------
     @property
@@ -152,7 +215,7 @@ class Dataset:
 
     @property
     def num_rows(self) -> int:
-        return self._data.num_rows
+        return self._data.num_rows if self._indices is None else len(self._indices)
 
     @property
     def num_columns(self) -> int:
@@ -190,7 +253,7 @@ class Dataset:
         self.set_format(None)
 
     def with_format(self, type=None, columns=None, output_all_columns=False) -> "Dataset":
-        new = Dataset(self._data, self._fingerprint, self._cache_dir, self.split)
+        new = Dataset(self._data, self._fingerprint, self._cache_dir, self.split, indices=self._indices)
         new.set_format(type, columns, output_all_columns)
         return new
 
@@ -216,15 +279,17 @@ class Dataset:
             raise IndexError(f"index {i} is out of bounds for a dataset of {n} rows")
         return i % n
 
-    def _take(self, indices) -> pa.Table:
+    def _positions(self, indices) -> np.ndarray:
+        """Row positions checked against the length, negative ones counted from the end."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < -self.num_rows or indices.max() >= self.num_rows):
             bad = indices[(indices < -self.num_rows) | (indices >= self.num_rows)][0]
             raise IndexError(f"index {bad} is out of bounds for a dataset of {self.num_rows} rows")
-        indices = np.where(indices < 0, indices + self.num_rows, indices)
-        if len(indices) and np.all(np.diff(indices) == 1):
-            return self._data.slice(int(indices[0]), len(indices))
-        return self._data.take(pa.array(indices))
+        return np.where(indices < 0, indices + self.num_rows, indices)
+
+    def _take(self, indices) -> pa.Table:
+        positions = self._positions(indices)
+        return gather(self._data, positions if self._indices is None else self._indices[positions])
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -233,12 +298,12 @@ class Dataset:
             kind = self._format["type"]
             if self._format["columns"] is not None and key not in self._format["columns"]:
                 kind = None
-            return column_batch(self._data.column(key), kind)
+            return column_batch(self._column(key), kind)
         if isinstance(key, (int, np.integer)):
-            return self._format_rows(self._data.slice(self._check_index(int(key)), 1))[0]
+            return self._format_rows(self._rows(self._check_index(int(key)), 1))[0]
         if isinstance(key, slice):
             start, stop, step = key.indices(self.num_rows)
-            table = self._data.slice(start, max(stop - start, 0)) if step == 1 else self._take(range(start, stop, step))
+            table = self._rows(start, max(stop - start, 0)) if step == 1 else self._take(range(start, stop, step))
             return self._format_batch(table)
         if isinstance(key, (list, tuple, range, np.ndarray)) or hasattr(key, "tolist"):
             key = key.tolist() if hasattr(key, "tolist") else list(key)
@@ -253,20 +318,20 @@ class Dataset:
         for start in range(0, self.num_rows, batch_size):
             if drop_last_batch and start + batch_size > self.num_rows:
                 return
-            yield self._format_batch(self._data.slice(start, batch_size))
+            yield self._format_batch(self._rows(start, batch_size))
 
     def __iter__(self):
-        for start in range(0, self.num_rows, 1000):
-            yield from self._format_rows(self._data.slice(start, 1000))
+        for table in self._batches(1000):
+            yield from self._format_rows(table)
 
     def to_list(self) -> list[dict]:
-        return self._data.to_pylist()
+        return [row for table in self._batches() for row in table.to_pylist()]
 
     def to_dict(self) -> dict:
-        return self._data.to_pydict()
+        return self._table().to_pydict()
 
     def to_pandas(self):
-        return self._data.to_pandas()
+        return self._table().to_pandas()
 
     # -- map / filter ----------------------------------------------------------------------------------
     def _cache_path(self, fingerprint: str, keep_in_memory: bool, cache_file_name=None):
@@ -313,7 +378,7 @@ class Dataset:
                 end = min(begin + step, stop)
                 if batched and drop_last_batch and end - begin < batch_size:
                     break
-                table = self._data.slice(begin, end - begin)
+                table = self._rows(begin, end - begin)
                 out = self._apply(function, table, begin, batched, with_indices, with_rank, position,
                                   input_columns, remove_columns, fn_kwargs)
                 writer.write_table(out)
@@ -421,8 +486,11 @@ class Dataset:
                                       hash_value(fn_kwargs, "fn_kwargs"), hash_value(args, "filter arguments")) \
                 if persistent else random_fingerprint()
         path = self._cache_path(new_fingerprint, keep_in_memory, cache_file_name)
-        if path is not None and path.is_file() and load_from_cache_file is not False:
-            return self._new(read_arrow(path), new_fingerprint)
+        if path is not None and cache_file_name is None:
+            path = path.with_name(f"indices-{new_fingerprint}.arrow")  # a filter writes the kept rows' numbers
+        if path is not None and path.is_file() and load_from_cache_file is not False:  # numbers of table rows
+            return self._new(self._data, new_fingerprint)._with_indices(read_indices(path), new_fingerprint,
+                                                                   keep_in_memory=True)
 
         def keep_mask(start, stop, position):
             kept = []
@@ -431,7 +499,7 @@ class Dataset:
                        leave=position == 0)
             for begin in range(start, stop, step):
                 end = min(begin + step, stop)
-                batch = self._data.slice(begin, end - begin).to_pydict()
+                batch = self._rows(begin, end - begin).to_pydict()
                 if batched:
                     inputs = [batch[c] for c in input_columns] if input_columns else [batch]
                     extra = [list(range(begin, end))] if with_indices else []
@@ -456,16 +524,13 @@ class Dataset:
         bounds = [(i * n // shards, (i + 1) * n // shards, i) for i in range(shards)]
         parts = _fork_run([lambda b=b: keep_mask(*b) for b in bounds])
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        writer = ArrowWriter(path)
-        for start in range(0, len(indices), 10_000):
-            writer.write_table(self._data.take(pa.array(indices[start:start + 10_000])))
-        return self._new(writer.finish(self._data.schema), new_fingerprint)
+        return self._with_indices(indices, new_fingerprint, keep_in_memory, path)
 
     # -- row selection ---------------------------------------------------------------------------------
     def select(self, indices, keep_in_memory=False, new_fingerprint=None, **unused) -> "Dataset":
         indices = indices.tolist() if hasattr(indices, "tolist") else list(indices)
         fingerprint = new_fingerprint or combine(self._fingerprint, "select", hash_value(indices))
-        return self._new(self._take(indices), fingerprint)
+        return self._with_indices(self._positions(indices), fingerprint, keep_in_memory)
 
     def take(self, n: int) -> "Dataset":
         return self.select(range(min(n, self.num_rows)))
@@ -479,7 +544,7 @@ class Dataset:
             generator = np.random.default_rng(seed)
         permutation = generator.permutation(self.num_rows)
         fingerprint = combine(self._fingerprint, "shuffle", seed) if seed is not None else random_fingerprint()
-        return self._new(self._take(permutation) if self.num_rows else self._data, fingerprint)
+        return self._with_indices(permutation, fingerprint, keep_in_memory)
 
     def sort(self, column_names, reverse=False, null_placement="at_end", **unused) -> "Dataset":
         names = [column_names] if isinstance(column_names, str) else list(column_names)
@@ -489,9 +554,9 @@ class Dataset:
                 raise ValueError(f"column {name!r} not in the dataset; it has {self.column_names}")
         keys = [(name, "descending" if r else "ascending") for name, r in zip(names, reverse)]
         options = pc.SortOptions(sort_keys=[(n, o, null_placement) for n, o in keys])
-        indices = pc.sort_indices(self._data.select(names), options=options)
-        fingerprint = combine(self._fingerprint, "sort", names, reverse)
-        return self._new(self._data.take(indices), fingerprint)
+        keys = self._data.select(names) if self._indices is None else gather(self._data.select(names), self._indices)
+        fingerprint = combine(self._fingerprint, "sort", names, reverse, null_placement)
+        return self._with_indices(pc.sort_indices(keys, options=options).to_numpy(), fingerprint)
 
     def train_test_split(self, test_size=None, train_size=None, shuffle=True, seed=None, generator=None,
                          **unused):
@@ -518,8 +583,8 @@ class Dataset:
         if not shuffle:
             train_idx, test_idx = np.arange(n_train), np.arange(n_train, n_train + n_test)
         base = combine(self._fingerprint, "train_test_split", n_test, n_train, shuffle, seed)
-        return DatasetDict({"train": self._new(self._take(train_idx), combine(base, "train")),
-                            "test": self._new(self._take(test_idx), combine(base, "test"))})
+        return DatasetDict({"train": self._with_indices(train_idx, combine(base, "train")),
+                            "test": self._with_indices(test_idx, combine(base, "test"))})
 
     # -- columns ---------------------------------------------------------------------------------------
     def _check_columns(self, names):
@@ -535,7 +600,8 @@ class Dataset:
         names = [column_mapping.get(n, n) for n in self.column_names]
         if len(set(names)) != len(names):
             raise ValueError(f"renaming {column_mapping} would give duplicate column names {names}")
-        new = self._new(self._data.rename_columns(names), combine(self._fingerprint, "rename", column_mapping))
+        new = self._new(self._data.rename_columns(names), combine(self._fingerprint, "rename", column_mapping),
+                        indices=self._indices)
         if new._format["columns"] is not None:
             new._format["columns"] = [column_mapping.get(c, c) for c in self._format["columns"]]
         return new
@@ -543,12 +609,14 @@ class Dataset:
     def remove_columns(self, column_names) -> "Dataset":
         names = [column_names] if isinstance(column_names, str) else list(column_names)
         self._check_columns(names)
-        return self._new(self._data.drop_columns(names), combine(self._fingerprint, "remove_columns", names))
+        return self._new(self._data.drop_columns(names), combine(self._fingerprint, "remove_columns", names),
+                         indices=self._indices)
 
     def select_columns(self, column_names) -> "Dataset":
         names = [column_names] if isinstance(column_names, str) else list(column_names)
         self._check_columns(names)
-        return self._new(self._data.select(names), combine(self._fingerprint, "select_columns", names))
+        return self._new(self._data.select(names), combine(self._fingerprint, "select_columns", names),
+                         indices=self._indices)
 
     def add_column(self, name: str, column, new_fingerprint=None, **unused) -> "Dataset":
         if name in self.column_names:
@@ -557,7 +625,8 @@ class Dataset:
         if len(array) != self.num_rows:
             raise ValueError(f"column {name!r} has {len(array)} values for {self.num_rows} rows")
         fingerprint = new_fingerprint or combine(self._fingerprint, "add_column", name, hash_value(array.to_pylist()))
-        return self._new(self._data.append_column(name, array), fingerprint)
+        flat = self.flatten_indices() if self._indices is not None else self  # the new column lines up with rows
+        return flat._new(flat._data.append_column(name, array), fingerprint)
 
     def cast_column(self, column: str, feature) -> "Dataset":
         self._check_columns([column])
@@ -568,7 +637,7 @@ class Dataset:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ValueError(f"cannot cast column {column!r} from {self._data.column(column).type} to {target}: {err}") \
                 from None
-        return self._new(table, combine(self._fingerprint, "cast_column", column, str(target)))
+        return self._new(table, combine(self._fingerprint, "cast_column", column, str(target)), indices=self._indices)
 
     def cast(self, features) -> "Dataset":
         items = features.items() if isinstance(features, dict) else [(f.name, f.type) for f in features]
@@ -583,11 +652,13 @@ class Dataset:
             if not any(pa.types.is_struct(f.type) for f in table.schema):
                 break
             table = table.flatten()
-        return self._new(table, combine(self._fingerprint, "flatten"))
+        return self._new(table, combine(self._fingerprint, "flatten"), indices=self._indices)
 
     def unique(self, column: str) -> list:
         self._check_columns([column])
-        return pc.unique(self._data.column(column)).to_pylist()
+        if self._indices is not None and len(self._indices) == self._data.num_rows:  # a permutation: as datasets,
+            return pc.unique(self._data.column(column)).to_pylist()  # the values in table order
+        return pc.unique(self._column(column)).to_pylist()
 
     # -- writing ---------------------------------------------------------------------------------------
     def to_json(self, path_or_buf, lines=True, batch_size=10_000, **kwargs) -> int:
@@ -597,7 +668,7 @@ class Dataset:
             if not lines:
                 written += f.write("[")
             for start in range(0, self.num_rows, batch_size):
-                for i, row in enumerate(self._data.slice(start, batch_size).to_pylist()):
+                for i, row in enumerate(self._rows(start, batch_size).to_pylist()):
                     text = json.dumps(row, ensure_ascii=kwargs.get("force_ascii", False), default=str)
                     sep = "\n" if lines else ("," if start + i else "")
                     written += f.write(text + sep if lines else sep + text)
@@ -605,12 +676,16 @@ class Dataset:
                 written += f.write("]")
         return written
 
-    def to_csv(self, path_or_buf, **kwargs) -> int:
-        pyarrow.csv.write_csv(self._data, str(path_or_buf))
+    def to_csv(self, path_or_buf, batch_size=10_000, **kwargs) -> int:
+        with pyarrow.csv.CSVWriter(str(path_or_buf), self._data.schema) as writer:
+            for table in self._batches(batch_size):
+                writer.write_table(table)
         return os.path.getsize(path_or_buf)
 
-    def to_parquet(self, path_or_buf, **kwargs) -> int:
-        pyarrow.parquet.write_table(self._data, str(path_or_buf))
+    def to_parquet(self, path_or_buf, batch_size=10_000, **kwargs) -> int:
+        with pyarrow.parquet.ParquetWriter(str(path_or_buf), self._data.schema) as writer:
+            for table in self._batches(batch_size):
+                writer.write_table(table)
         return os.path.getsize(path_or_buf)
 
     def save_to_disk(self, dataset_path, **unused):
@@ -618,9 +693,9 @@ class Dataset:
         folder = Path(dataset_path)
         folder.mkdir(parents=True, exist_ok=True)
         writer = ArrowWriter(folder / "data-00000-of-00001.arrow")
-        for start in range(0, max(self.num_rows, 1), 10_000):
-            writer.write_table(self._data.slice(start, 10_000))
-        writer.finish()
+        for table in self._batches(10_000):
+            writer.write_table(table)
+        writer.finish(self._data.schema)
         state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": self._fingerprint,
                  "_format_columns": self._format["columns"], "_format_kwargs": {},
                  "_format_type": self._format["type"], "_output_all_columns": self._format["output_all_columns"],
@@ -630,6 +705,12 @@ class Dataset:
         write_atomic(folder / "state.json", json.dumps(state, indent=2).encode())
         info = {"features": {f.name: str(f.type) for f in self._data.schema}}
         write_atomic(folder / "dataset_info.json", json.dumps(info, indent=2).encode())
+
+
+def read_indices(path) -> np.ndarray:
+    """An indices mapping memory-mapped from the Arrow file `_with_indices` wrote."""
+    column = read_arrow(path).column(0)
+    return (column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()).to_numpy()
 
 
 def default_cache_root() -> Path:
@@ -652,10 +733,16 @@ def concatenate_datasets(dsets: list, axis: int = 0, **unused) -> Dataset:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise ValueError(f"datasets to concatenate have different column types: {err}") from None
+        indices = None
+        if any(d._indices is not None for d in dsets):  # one mapping into the concatenated tables
+            starts = np.cumsum([0] + [d._data.num_rows for d in dsets[:-1]])
+            indices = np.concatenate([(np.arange(d._data.num_rows) if d._indices is None else d._indices) + start
+                                      for d, start in zip(dsets, starts)])
     elif axis == 1:
         if len({d.num_rows for d in dsets}) != 1:
             raise ValueError(f"datasets concatenated on axis=1 need the same number of rows, got {[len(d) for d in dsets]}")
-        table = first._data
+        dsets = [d.flatten_indices() if d._indices is not None else d for d in dsets]  # rows line up
+        table = dsets[0]._data
         for d in dsets[1:]:
             for name in d.column_names:
                 if name in table.column_names:
@@ -664,7 +751,7 @@ def concatenate_datasets(dsets: list, axis: int = 0, **unused) -> Dataset:
     else:
         raise ValueError(f"axis must be 0 or 1, got {axis}")
     fingerprint = combine("concatenate", axis, *[d._fingerprint for d in dsets])
-    return Dataset(table, fingerprint, first._cache_dir, first.split, first._format)
+    return Dataset(table, fingerprint, first._cache_dir, first.split, first._format, indices if axis == 0 else None)
 
 
 def load_from_disk(dataset_path, keep_in_memory=False, **unused):

@@ -103,3 +103,26 @@ class ArrowWriter:
         if self.writer is not None:
             self.writer.close()
             self.tmp.unlink(missing_ok=True)
+
+
+def gather(table: pa.Table, rows) -> pa.Table:
+    """Rows `rows` (int64 positions) of `table`, reading only the record batches they fall in.
+
+    Table.take would first concatenate every chunk of each column, copying a memory-mapped
+    table into RAM; here each batch's rows are taken from that batch and put back in order.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0 or np.all(np.diff(rows) == 1):
+        return table.slice(int(rows[0]) if len(rows) else 0, len(rows))
+    batches = table.to_batches()
+    if len(batches) == 1:
+        return pa.Table.from_batches(batches).take(pa.array(rows))
+    starts = np.cumsum([0] + [b.num_rows for b in batches[:-1]])
+    batch_of = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(batch_of, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(batch_of[order])) + 1)
+    parts = [batches[batch_of[g[0]]].take(pa.array(rows[g] - starts[batch_of[g[0]]])) for g in groups]
+    gathered = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return gathered.take(pa.array(back))
