@@ -86,6 +86,11 @@ def test_chained_operations_and_train_test_split_match_datasets(pair):
     mapped = ours.shuffle(seed=2).map(lambda b, idx: {"i": idx}, batched=True, batch_size=13, with_indices=True)
     assert mapped.to_list() == theirs.shuffle(seed=2).map(lambda b, idx: {"i": idx}, batched=True, batch_size=13,
                                                           with_indices=True).to_list()
+    sharded = ours.shuffle(seed=2).filter(lambda e: e["id"] % 5 != 0, num_proc=2).map(
+        lambda e: {"n": -e["id"]}, num_proc=2)
+    assert sharded.to_list() == theirs.shuffle(seed=2).filter(lambda e: e["id"] % 5 != 0).map(
+        lambda e: {"n": -e["id"]}).to_list()
+    assert ours.select([7, 3])._fingerprint == ours.select([7, -197])._fingerprint != ours.select([3, 7])._fingerprint
     for kwargs in ({"test_size": 0.2, "seed": 3}, {"test_size": 31, "shuffle": False}, {"train_size": 0.5, "seed": 0}):
         x, y = ours.train_test_split(**kwargs), theirs.train_test_split(**kwargs)
         assert x["train"].to_list() == y["train"].to_list() and x["test"].to_list() == y["test"].to_list()

@@ -11,6 +11,7 @@ Arrow file in the cache when it is large): row i of the dataset is row indices[i
 Reads take only the rows they need, batch by batch; flatten_indices() writes the rows out.
 """
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -528,9 +529,10 @@ class Dataset:
 
     # -- row selection ---------------------------------------------------------------------------------
     def select(self, indices, keep_in_memory=False, new_fingerprint=None, **unused) -> "Dataset":
-        indices = indices.tolist() if hasattr(indices, "tolist") else list(indices)
-        fingerprint = new_fingerprint or combine(self._fingerprint, "select", hash_value(indices))
-        return self._with_indices(self._positions(indices), fingerprint, keep_in_memory)
+        positions = self._positions(indices.tolist() if hasattr(indices, "tolist") else list(indices))
+        digest = hashlib.sha256(positions.tobytes()).hexdigest()  # fast for millions of indices
+        fingerprint = new_fingerprint or combine(self._fingerprint, "select", digest)
+        return self._with_indices(positions, fingerprint, keep_in_memory)
 
     def take(self, n: int) -> "Dataset":
         return self.select(range(min(n, self.num_rows)))
@@ -637,7 +639,8 @@ class Dataset:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise ValueError(f"cannot cast column {column!r} from {self._data.column(column).type} to {target}: {err}") \
                 from None
-        return self._new(table, combine(self._fingerprint, "cast_column", column, str(target)), indices=self._indices)
+        return self._new(table, combine(self._fingerprint, "cast_column", column, str(target)),
+                         indices=self._indices)
 
     def cast(self, features) -> "Dataset":
         items = features.items() if isinstance(features, dict) else [(f.name, f.type) for f in features]
