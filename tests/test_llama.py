@@ -237,3 +237,14 @@ def test_llama_float16_on_cpu_warns_and_auto_prefers_float32(llama_checkpoint, t
     assert LlamaForCausalLM.from_pretrained(tmp_path, dtype="auto").dtype == torch.float32
     with pytest.raises(ValueError, match="unknown dtype 'float13'"):
         LlamaForCausalLM.from_pretrained(tmp_path, dtype="float13")
+
+
+def test_llama_bfloat16_decode_through_the_cache_follows_the_full_forward(llama_checkpoint):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    ids = random_ids(2, 10, seed=8)
+    with torch.no_grad():
+        full = model(ids).logits.float()
+    decoded = decode_logits(model, ids, 5).float()
+    torch.testing.assert_close(decoded, full, atol=3e-2, rtol=0)
+    assert torch.equal(decoded.argmax(-1), full.argmax(-1))

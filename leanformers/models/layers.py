@@ -58,9 +58,14 @@ PACKED_CPU_DECODE = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.
                      and os.environ.get("LEANFORMERS_PACKED_DECODE", "1") != "0")
 
 
+# bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
+PACKED_DTYPES = (torch.float32,) + ((torch.bfloat16,) if PACKED_CPU_DECODE and getattr(
+    torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)() else ())
+
+
 def packed_decode_applies(x, cache) -> bool:
     return (PACKED_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled())
+            and x.dtype in PACKED_DTYPES and not torch.is_grad_enabled())
 
 
 class PackedLinears:
