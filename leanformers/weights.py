@@ -230,9 +230,9 @@ def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
 def dequantize_gguf(path) -> dict:
     from gguf import quants
 
-    reader = gguf_reader(path)
-    fields = gguf_fields(reader)
+    fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
     arch = gguf_architecture(path, fields)
+    reader = gguf_reader(path)
     n_heads = fields[f"{arch}.attention.head_count"]
     n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
     state_dict = {}

@@ -265,32 +265,29 @@ def decode_steps(
             yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache, None, prompt_logprobs)
             if not bool(keep_going):
                 return
-            step_input = tokens[:, None]
-            positions = positions[:, -1:] + 1
-            if not use_cache:
-                all_positions = torch.cat([all_positions, positions], dim=1)
-            continue
-        scores = processors(seen, logits) if processors else logits
-        tokens = sample_next_token(scores, generator) if do_sample else torch.argmax(scores, dim=-1)
-        if eos_token_ids is not None:
-            tokens = torch.where(unfinished, tokens, pad_token_id)
-        logprobs = None
-        if with_logprobs:
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            logprobs = logprobs.masked_fill(~unfinished, 0.0)
-        sequences[:, length] = tokens
-        length += 1
-        if check_done:
-            done = torch.isin(tokens, eos_token_ids) if eos_token_ids is not None else torch.zeros_like(unfinished)
-            if stopping_criteria:
-                if score_history is not None:
-                    score_history.append(scores)
-                    scores_arg = tuple(score_history)
-                done = done | stopping_criteria(sequences[:, :length], scores_arg)
-            unfinished = unfinished & ~done
-        yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache, logprobs, prompt_logprobs)
-        if check_done and not bool(unfinished.any()):
-            return
+        else:
+            scores = processors(seen, logits) if processors else logits
+            tokens = sample_next_token(scores, generator) if do_sample else torch.argmax(scores, dim=-1)
+            if eos_token_ids is not None:
+                tokens = torch.where(unfinished, tokens, pad_token_id)
+            logprobs = None
+            if with_logprobs:
+                logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+                logprobs = logprobs.masked_fill(~unfinished, 0.0)
+            sequences[:, length] = tokens
+            length += 1
+            if check_done:
+                done = torch.isin(tokens, eos_token_ids) if eos_token_ids is not None else torch.zeros_like(unfinished)
+                if stopping_criteria:
+                    if score_history is not None:
+                        score_history.append(scores)
+                        scores_arg = tuple(score_history)
+                    done = done | stopping_criteria(sequences[:, :length], scores_arg)
+                unfinished = unfinished & ~done
+            yield DecodeStep(tokens, scores, logits, unfinished, sequences[:, :length], cache, logprobs,
+                             prompt_logprobs)
+            if check_done and not bool(unfinished.any()):
+                return
         step_input = tokens[:, None]
         positions = positions[:, -1:] + 1
         if not use_cache:

@@ -79,10 +79,9 @@ class LlamaAttention(nn.Module):
         self.packed_qkv = PackedLinears(self.q_proj, self.k_proj, self.v_proj)
         self.packed_o = PackedLinears(self.o_proj)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False, packed=False):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        packed = packed_decode_applies(x, cache)
         if packed:  # one matmul for q, k, v, and one rotation for q and k together
             qk, v = self.packed_qkv(x, split=False).split([(H + Hkv) * D, Hkv * D], dim=-1)
             q, k = apply_rotary(qk.view(B, T, H + Hkv, D), cos, sin).split([H, Hkv], dim=2)
@@ -127,10 +126,11 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
-        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False, packed=False):
+        """packed: a decode step that may use the PackedLinears copies (see packed_decode_applies)."""
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions, packed)
         x = x + attn_out
-        return x + self.mlp(self.post_attention_layernorm(x), packed_decode_applies(x, cache)), weights
+        return x + self.mlp(self.post_attention_layernorm(x), packed), weights
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -165,11 +165,12 @@ class LlamaModel(LlamaPreTrainedModel):
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
 
         x = inputs_embeds
+        packed = packed_decode_applies(x, cache)
         all_hidden, all_attentions = [], []
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden.append(x)
-            x, weights = layer(x, cos, sin, mask, cache, output_attentions)
+            x, weights = layer(x, cos, sin, mask, cache, output_attentions, packed)
             if output_attentions:
                 all_attentions.append(weights)
         x = self.norm(x)
