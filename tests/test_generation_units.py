@@ -606,3 +606,19 @@ def test_top_p_after_top_k_on_a_large_vocabulary_matches_transformers():
         got = apply_top_p(apply_top_k(logits, k), p)
         assert torch.equal(torch.isinf(got), torch.isinf(expected)), (k, p)
         torch.testing.assert_close(got, expected)
+
+
+def test_incomplete_stopping_criteria_and_streamer_subclasses_are_refused():
+    from leanformers.generation import BaseStreamer
+
+    class NoCall(StoppingCriteria):
+        pass
+
+    class NoEnd(BaseStreamer):
+        def put(self, value):
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoCall()
+    with pytest.raises(TypeError, match="abstract"):
+        NoEnd()

@@ -7,18 +7,21 @@ worked out the first time the token is seen, not for the whole vocabulary up fro
 """
 
 import time
+from abc import ABC, abstractmethod
 
 import torch
 
 
-class StoppingCriteria:
+class StoppingCriteria(ABC):
     """Called after each step as `criteria(input_ids, scores) -> (B,) bool`: True marks a row as done.
 
     `scores` is the tuple of processed scores so far when `output_scores` is on, else None (as in transformers).
+    A subclass that lacks __call__ cannot be instantiated.
     """
 
+    @abstractmethod
     def __call__(self, input_ids, scores, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__(input_ids, scores)")
+        """(B,) bool: True for the rows that are done."""
 
 
 class StoppingCriteriaList(list):

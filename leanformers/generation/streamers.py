@@ -12,17 +12,22 @@ until the next tokens tell, and nothing from a stop string on is emitted.
 """
 
 import unicodedata
+from abc import ABC, abstractmethod
 from queue import Queue
 
 REPLACEMENT_CHAR = "\ufffd"
 
 
-class BaseStreamer:
-    def put(self, value):
-        raise NotImplementedError(f"{type(self).__name__} must implement put(value)")
+class BaseStreamer(ABC):
+    """What generate() streams to; a subclass that lacks put or end cannot be instantiated."""
 
+    @abstractmethod
+    def put(self, value):
+        """Receive the prompt ids (first call), then each step's new token ids."""
+
+    @abstractmethod
     def end(self):
-        raise NotImplementedError(f"{type(self).__name__} must implement end()")
+        """Generation has finished."""
 
 
 def is_cjk(char: str) -> bool:
