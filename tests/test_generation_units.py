@@ -33,6 +33,7 @@ from leanformers.generation import (
     apply_top_p,
     apply_typical_p,
     decode_steps,
+    multinomial_draw,
     sample_next_token,
 )
 
@@ -241,6 +242,23 @@ def test_sample_next_token_uses_global_rng_like_transformers(logits):
     a = sample_next_token(logits, torch.Generator().manual_seed(3))
     b = sample_next_token(logits, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_multinomial_draw_picks_what_torch_multinomial_picks_and_leaves_the_same_generator_state():
+    theirs, ours = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    scores = torch.randn(8, 5000, generator=torch.Generator().manual_seed(0)) * 4
+    scores[2, 100:] = -float("inf")  # a row with a few candidates, as after top-k
+    probs = torch.softmax(scores, -1)
+    for _ in range(50):
+        expected = torch.multinomial(probs, num_samples=1, generator=theirs).squeeze(1)
+        assert torch.equal(multinomial_draw(probs, ours), expected)
+    assert torch.equal(theirs.get_state(), ours.get_state())
+    bad = probs.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan` or element < 0"):
+        multinomial_draw(bad)
+    with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan` or element < 0"):
+        sample_next_token(torch.full((1, 10), -float("inf")))
 
 
 # -- GenerationConfig -------------------------------------------------------------------------------

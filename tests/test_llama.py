@@ -210,20 +210,24 @@ def decode_logits(model, ids, prefix):
     return torch.cat(steps, 1)
 
 
-def test_llama_packed_decode_weights_follow_weight_updates(llama_checkpoint, monkeypatch):
+def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeypatch):
     from leanformers.models import layers
 
     _, folder = llama_checkpoint("bias")
     model = LlamaForCausalLM.from_pretrained(folder)
     ids = random_ids(2, 8, seed=6)
-    decode_logits(model, ids, 4)  # builds the packed copies
+    decode_logits(model, ids, 4)  # two rows: builds the packed copies
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight.mul_(2.0)
         model.model.layers[0].self_attn.k_proj.bias.add_(0.5)
         model.lm_head.weight.add_(0.01)
-        full = model(ids).logits
-    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
-    monkeypatch.setattr(layers, "PACKED_CPU_DECODE", False)
+        replaced = model.model.layers[-1].self_attn.o_proj
+        replaced.weight = torch.nn.Parameter(torch.randn_like(replaced.weight))
+    full = model(ids).logits.detach()  # with gradients on
+    assert model.model.packed_weights.version is None  # a training forward drops the copies
+    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)  # packed
+    torch.testing.assert_close(decode_logits(model, ids[:1], 4), full[:1], atol=1e-5, rtol=0)  # split
+    monkeypatch.setattr(layers, "FAST_CPU_DECODE", False)
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
 
 

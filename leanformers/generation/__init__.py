@@ -17,6 +17,7 @@ from .logits_process import (
     apply_typical_p,
     build_logits_processors,
     force_tokens,
+    multinomial_draw,
     prepare_bad_words,
     sample_next_token,
     suppress_tokens,
@@ -72,6 +73,7 @@ __all__ = [
     "decode_steps",
     "force_tokens",
     "prepare_bad_words",
+    "multinomial_draw",
     "sample_next_token",
     "suppress_tokens",
 ]

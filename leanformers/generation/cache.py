@@ -41,10 +41,11 @@ class KVCache:
         end = start + k.shape[2]
         if end > self.keys[layer_idx].shape[2]:
             self.grow(layer_idx, end)
-        self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.narrow(2, start, end - start).copy_(k)
+        values.narrow(2, start, end - start).copy_(v)
         self.lengths[layer_idx] = end
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def grow(self, layer_idx: int, needed: int):
         size = -(-needed // GROWTH_CHUNK) * GROWTH_CHUNK

@@ -247,4 +247,21 @@ def build_logits_processors(
 def sample_next_token(scores, generator=None):
     """Draw one token per row from softmax(scores), like transformers' torch.multinomial call. (B, V) -> (B,)"""
     probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return multinomial_draw(probs, generator)
+
+
+def multinomial_draw(probs, generator=None):
+    """torch.multinomial(probs, 1)[:, 0] on CPU: the same token from the same random numbers, ~3x faster.
+
+    torch draws one sample as argmax(probs / q), q ~ Exp(1), where each q is -log1p(-u) of a float64
+    uniform u, computed in one serial loop (7.5 ms per step for 8 rows of a 49k vocabulary here). The
+    same uniforms, in the same order, come from uniform_ on a float64 tensor; the logarithm is then
+    vectorised. (B, V) -> (B,)
+    """
+    if not bool((probs.sum(-1) > 0).all()):  # what torch.multinomial refuses: a nan, an inf, no mass
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    uniform = torch.empty(probs.shape, dtype=torch.float64).uniform_(generator=generator)
+    exponential = torch.log1p(uniform.neg_()).neg_().to(probs.dtype)
+    return torch.div(probs, exponential).argmax(-1)

@@ -12,7 +12,7 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import (QuestionAnsweringHead, TokenClassificationHead, check_integer_labels,
                     classifier_dropout, sequence_classification_loss)
-from .layers import attention, attention_with_weights, build_attention_mask, check_token_ids, get_activation
+from .layers import attention, attention_with_weights, build_attention_mask, embed_token_ids, get_activation
 from .outputs import (BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, MultipleChoiceModelOutput,
                       SequenceClassifierOutput)
 
@@ -202,8 +202,7 @@ class BertModel(BertPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            check_token_ids(input_ids, self.config.vocab_size)
-            inputs_embeds = self.embeddings.word_embeddings(input_ids)
+            inputs_embeds = embed_token_ids(self.embeddings.word_embeddings, input_ids)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         B, T, _ = inputs_embeds.shape

@@ -39,55 +39,100 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
-        # Normalise in fp32 whatever the weights' dtype, as the reference does.
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x.to(dtype)
+        # Normalise in fp32 whatever the weights' dtype, then scale in the weights' dtype, as the reference does.
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, None, self.variance_epsilon).to(x.dtype)
 
 
-# -- packed weights for CPU decoding ---------------------------------------------------------
+# -- linear layers for CPU decoding --------------------------------------------------------------
 
-# Decoding runs one token per row through every weight: the speed is how fast the weights
-# stream from memory. oneDNN's blocked weight layout streams about twice as fast as the
-# plain (out, in) layout torch's default kernel reads, so decode steps on CPU (fp32, bf16) use
-# packed copies of the linear weights (built on first use, rebuilt when a weight changes;
-# they cost one extra copy of those weights). Prefill, training and other devices use the
-# weights as they are. Set to False to turn the packed path off.
-PACKED_CPU_DECODE = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-                     and os.environ.get("LEANFORMERS_PACKED_DECODE", "1") != "0")
+# A decode step reads every weight once for one token per row: its speed is how fast the weights
+# stream through the matmul kernels. Measured on a 2-core CPU, torch's fp32 matrix-vector kernel
+# streams ~12 GB/s: it runs on one core. With the weight's rows cut into one block per core, a
+# batched matmul runs the blocks side by side at ~21 GB/s, on the weights as they are ("split").
+# For several rows, and for bf16, only oneDNN's blocked layout streams fast (~20 GB/s, against ~9
+# and ~12), so those steps use packed copies of the weights ("packed": built on the first such
+# step, rebuilt when a weight changes, dropped by a training forward; one extra copy of the linear
+# weights). Prefill, training and other devices use the plain kernels, which are transformers' own:
+# their logits match to the last bits. LEANFORMERS_FAST_DECODE=0 turns both paths off.
+FAST_CPU_DECODE = os.environ.get("LEANFORMERS_FAST_DECODE", "1") != "0"
+PACKED_DTYPES = ((torch.float32,) if torch.backends.mkldnn.is_available() else ()) + (
+    # bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
+    (torch.bfloat16,) if getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)() else ())
 
 
-# bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
-PACKED_DTYPES = (torch.float32,) + ((torch.bfloat16,) if PACKED_CPU_DECODE and getattr(
-    torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)() else ())
+def decode_path(x, cache) -> str | None:
+    """How the linear layers of a forward on x (B, T, C) run: "split", "packed", or None (plainly)."""
+    if not (FAST_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
+            and not torch.is_grad_enabled()):
+        return None
+    if x.shape[0] == 1 and x.dtype == torch.float32:
+        return "split"
+    return "packed" if x.dtype in PACKED_DTYPES else None
 
 
-def packed_decode_applies(x, cache) -> bool:
-    return (PACKED_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
-            and x.dtype in PACKED_DTYPES and not torch.is_grad_enabled())
+def linear(layer: nn.Linear, x, path: str | None):
+    """layer(x), on the "split" path as one matmul over blocks of the weight's rows, one block per core."""
+    blocks = torch.get_num_threads()
+    out_features, in_features = layer.weight.shape
+    if path != "split" or blocks == 1 or out_features % blocks:
+        return layer(x)
+    y = torch.matmul(x.reshape(1, 1, in_features), layer.weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
+    y = y.view(1, 1, out_features)
+    return y if layer.bias is None else y.add_(layer.bias)
+
+
+def parameter_versions(modules) -> list:
+    """What changes when a module's parameter is replaced or modified in place. Reads _parameters
+    directly: nn.Module.__getattr__ would cost more than the check is worth, every forward."""
+    return [(p.data_ptr(), p._version) for module in modules for p in module._parameters.values() if p is not None]
 
 
 class PackedLinears:
     """Linear layers that read the same input, applied as one matmul over their weights
-    concatenated and packed in oneDNN's layout. Not a module: nothing of it is saved."""
+    concatenated and packed in oneDNN's layout. Not a module: nothing of it is saved.
+    `refresh()` (re)builds the packed copy when a weight or bias changed; call it before use."""
 
     def __init__(self, *linears: nn.Linear):
         self.linears = linears
         self.splits = [linear.out_features for linear in linears]
         self.version = None
 
+    def refresh(self):
+        version = parameter_versions(self.linears)
+        if version == self.version:
+            return
+        with torch.no_grad():
+            weights = [linear.weight.detach() for linear in self.linears]
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights) if len(weights) > 1 else weights[0], None)
+            biases = [linear.bias for linear in self.linears]
+            self.bias = None if biases[0] is None else torch.cat(biases).detach()
+        self.version = version
+
     def __call__(self, x, split: bool = True):
-        version = [(p.data_ptr(), p._version) for l in self.linears for p in (l.weight, l.bias) if p is not None]
-        if version != self.version:
-            with torch.no_grad():
-                weight = torch.cat([l.weight for l in self.linears]) if len(self.linears) > 1 else self.linears[0].weight
-                self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-                biases = [l.bias for l in self.linears]
-                self.bias = None if biases[0] is None else torch.cat(biases).detach()
-            self.version = version
         y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return y.split(self.splits, dim=-1) if split and len(self.splits) > 1 else y
+
+
+class PackedWeights:
+    """All the PackedLinears of a model, checked for changed weights with one pass per forward."""
+
+    def __init__(self, packs: list):
+        self.packs = packs
+        self.linears = [linear for pack in packs for linear in pack.linears]
+        self.version = None
+
+    def refresh(self):
+        version = parameter_versions(self.linears)
+        if version != self.version:
+            for pack in self.packs:
+                pack.refresh()
+            self.version = version
+
+    def clear(self):
+        if self.version is not None:
+            for pack in self.packs:
+                pack.weight = pack.bias = pack.version = None
+            self.version = None
 
 
 # -- rotary position embedding -------------------------------------------------------
@@ -147,7 +192,7 @@ class RotaryEmbedding(nn.Module):
 def apply_rotary(x, cos, signed_sin):
     """Rotate x (B, T, H, D) by position: x * cos + rotate_half(x) * sin, where rotate_half(x) =
     cat(-x2, x1) is written as roll(x) = cat(x2, x1) times a sin whose first half is negated."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 # -- masks ------------------------------------------------------------------------------
@@ -205,13 +250,23 @@ def attention_with_weights(q, k, v, mask, causal: bool, scale: float | None = No
 # -- the start and end of a decoder forward (Llama, GPT-2) -----------------------------------
 
 
-def check_token_ids(input_ids, vocab_size: int):
-    if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
-        raise TypeError(f"input_ids must hold integer token ids, not {input_ids.dtype}")
-    if input_ids.numel():
-        low, high = input_ids.aminmax()
-        if int(high) >= vocab_size or int(low) < 0:
-            raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
+def embed_token_ids(embedding: nn.Embedding, input_ids):
+    """embedding(input_ids), refusing ids outside the table with a clear error. On CPU the lookup
+    finds them itself (no extra pass over the ids each step); on other devices a bad id would be a
+    device-side assert, so the ids are checked first."""
+    if input_ids.dtype not in (torch.long, torch.int):
+        raise TypeError(f"input_ids must hold integer token ids (int64 or int32), not {input_ids.dtype}")
+    vocab_size = embedding.num_embeddings
+    if input_ids.device.type == "cpu":
+        try:
+            return embedding(input_ids)
+        except IndexError:
+            pass
+    else:
+        low, high = input_ids.aminmax() if input_ids.numel() else (0, 0)
+        if int(high) < vocab_size and int(low) >= 0:
+            return embedding(input_ids)
+    raise ValueError(f"input_ids holds ids outside the vocabulary [0, {vocab_size})")
 
 
 def position_ids_from_mask(attention_mask, past_length: int, length: int):
@@ -226,8 +281,7 @@ def start_decoder_forward(model, embed, input_ids, inputs_embeds, attention_mask
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
     if inputs_embeds is None:
-        check_token_ids(input_ids, model.config.vocab_size)
-        inputs_embeds = embed(input_ids)
+        inputs_embeds = embed_token_ids(embed, input_ids)
     use_cache = use_cache if use_cache is not None else (model.config.use_cache and not model.training)
     if use_cache and cache is None:
         cache = KVCache()

@@ -11,9 +11,9 @@ from torch import nn
 from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (PackedLinears, RMSNorm, RotaryEmbedding, apply_rotary, attention, attention_with_weights,
-                     build_attention_mask, causal_lm_loss, get_activation, keep_last, packed_decode_applies,
-                     start_decoder_forward)
+from .layers import (PackedLinears, PackedWeights, RMSNorm, RotaryEmbedding, apply_rotary, attention,
+                     attention_with_weights, build_attention_mask, causal_lm_loss, decode_path, get_activation,
+                     keep_last, linear, start_decoder_forward)
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 
@@ -79,16 +79,16 @@ class LlamaAttention(nn.Module):
         self.packed_qkv = PackedLinears(self.q_proj, self.k_proj, self.v_proj)
         self.packed_o = PackedLinears(self.o_proj)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False, packed=False):
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False, path=None):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if packed:  # one matmul for q, k, v, and one rotation for q and k together
+        if path == "packed":  # one matmul for q, k, v, and one rotation for q and k together
             qk, v = self.packed_qkv(x, split=False).split([(H + Hkv) * D, Hkv * D], dim=-1)
             q, k = apply_rotary(qk.view(B, T, H + Hkv, D), cos, sin).split([H, Hkv], dim=2)
         else:
-            q = apply_rotary(self.q_proj(x).view(B, T, H, D), cos, sin)  # (B, T, H, D)
-            k = apply_rotary(self.k_proj(x).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
-            v = self.v_proj(x)
+            q = apply_rotary(linear(self.q_proj, x, path).view(B, T, H, D), cos, sin)  # (B, T, H, D)
+            k = apply_rotary(linear(self.k_proj, x, path).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
+            v = linear(self.v_proj, x, path)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, Hkv, D).transpose(1, 2)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
@@ -98,7 +98,7 @@ class LlamaAttention(nn.Module):
         else:
             out, weights = attention(q, k, v, mask, causal=True, dropout=dropout), None
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
-        return (self.packed_o(out) if packed else self.o_proj(out)), weights
+        return (self.packed_o(out) if path == "packed" else linear(self.o_proj, out, path)), weights
 
 
 class LlamaMLP(nn.Module):
@@ -111,11 +111,11 @@ class LlamaMLP(nn.Module):
         self.packed_gate_up = PackedLinears(self.gate_proj, self.up_proj)
         self.packed_down = PackedLinears(self.down_proj)
 
-    def forward(self, x, packed=False):
-        if packed:
+    def forward(self, x, path=None):
+        if path == "packed":
             gate, up = self.packed_gate_up(x)
             return self.packed_down(self.act(gate) * up)
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return linear(self.down_proj, self.act(linear(self.gate_proj, x, path)) * linear(self.up_proj, x, path), path)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -126,11 +126,11 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False, packed=False):
-        """packed: a decode step that may use the PackedLinears copies (see packed_decode_applies)."""
-        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions, packed)
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False, path=None):
+        """path: how the linear layers run (see decode_path)."""
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions, path)
         x = x + attn_out
-        return x + self.mlp(self.post_attention_layernorm(x), packed), weights
+        return x + self.mlp(self.post_attention_layernorm(x), path), weights
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -147,6 +147,8 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
+        self.packed_weights = PackedWeights([pack for layer in self.layers for pack in (
+            layer.self_attn.packed_qkv, layer.self_attn.packed_o, layer.mlp.packed_gate_up, layer.mlp.packed_down)])
         self.post_init()
 
     def get_input_embeddings(self):
@@ -165,12 +167,16 @@ class LlamaModel(LlamaPreTrainedModel):
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
 
         x = inputs_embeds
-        packed = packed_decode_applies(x, cache)
+        path = decode_path(x, cache)
+        if path == "packed":
+            self.packed_weights.refresh()
+        elif torch.is_grad_enabled():
+            self.packed_weights.clear()  # training: the copies would only hold memory until the next decode
         all_hidden, all_attentions = [], []
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden.append(x)
-            x, weights = layer(x, cos, sin, mask, cache, output_attentions, packed)
+            x, weights = layer(x, cos, sin, mask, cache, output_attentions, path)
             if output_attentions:
                 all_attentions.append(weights)
         x = self.norm(x)
@@ -203,8 +209,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                          use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_attentions=output_attentions)
         hidden = keep_last(out.last_hidden_state, logits_to_keep)
-        packed = packed_decode_applies(out.last_hidden_state, out.cache)
-        logits = self.packed_lm_head(hidden) if packed else self.lm_head(hidden)
+        path = decode_path(out.last_hidden_state, out.cache)
+        if path == "packed":
+            self.packed_lm_head.refresh()
+            logits = self.packed_lm_head(hidden)
+        else:
+            logits = linear(self.lm_head, hidden, path)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
