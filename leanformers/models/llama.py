@@ -90,14 +90,17 @@ class LlamaAttention(nn.Module):
             k = apply_rotary(linear(self.k_proj, x, path).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
             v = linear(self.v_proj, x, path)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, Hkv, D).transpose(1, 2)  # (B, H, T, D)
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            k, v = k.float(), v.float()  # torch's bf16 attention on CPU is ~4x slower than its fp32 one
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
+        q = q.to(k.dtype)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
             out, weights = attention_with_weights(q, k, v, mask, causal=True)
         else:
             out, weights = attention(q, k, v, mask, causal=True, dropout=dropout), None
-        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        out = out.to(x.dtype).transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return (self.packed_o(out) if path == "packed" else linear(self.o_proj, out, path)), weights
 
 
