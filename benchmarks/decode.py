@@ -1,14 +1,16 @@
 """Generation speed and memory: leanformers vs transformers on SmolLM2-135M-Instruct (the
 packaged GGUF), side by side in one run.
 
-    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--repeats 3] [--memory]
+    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--repeats 3] [--memory | --profile]
 
 Prints, for each library and the ratio leanformers / transformers:
   - greedy decode tokens/s at batch 1 and batch 8 (--new-tokens, pinned with min_new_tokens),
     and whether both produced the same tokens;
   - sampling (top-p 0.9, temperature 0.8) at batch 8, 64 new tokens each, tokens/s in total;
   - prefill of a 512-token prompt (logits for the last position only), tokens/s;
-  - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens.
+  - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens;
+  - with --profile: batch-1 greedy decode time per step inside the matmul kernels and outside them
+    (torch.profiler's self time of the matmul ops; the rest of the step's wall time is outside).
 The best of --repeats runs is reported; absolute numbers on a shared machine are noise, the
 ratios measured in the same run are the figures to compare.
 """
@@ -87,6 +89,33 @@ def measure_speed(args, dtype):
     report("prefill, 512 tokens (tok/s)", rates)
 
 
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
+              "mkldnn::_linear_pointwise", "aten::_mkl_linear"}
+
+
+def measure_profile(args, dtype):
+    """Batch-1 greedy decode: ms per step inside the matmul kernels and outside them, per library."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tokenizer, models = load_models(dtype)
+    inputs = dict(tokenizer(PROMPTS[:1], return_tensors="pt"))
+    steps = args.new_tokens
+    print(f"{'batch-1 decode, ms per step':<34} {'total':>10} {'in matmuls':>11} {'outside':>9}")
+    for name, model in models.items():
+        generate(model, inputs, 8, do_sample=False)
+        # One-token runs subtract the prefill, so what is left is `steps` decode steps.
+        wall = best_time(args.repeats, lambda: generate(model, inputs, steps + 1, do_sample=False))
+        wall -= best_time(args.repeats, lambda: generate(model, inputs, 1, do_sample=False))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            generate(model, inputs, steps + 1, do_sample=False)
+        matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            generate(model, inputs, 1, do_sample=False)
+        matmul_us -= sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+        total, inside = wall / steps * 1e3, matmul_us / steps / 1e3
+        print(f"{name:<34} {total:>10.2f} {inside:>11.2f} {total - inside:>9.2f}")
+
+
 def peak_memory_child(library, dtype_name):
     """Run in a fresh process: load one library's model, generate 1,024 tokens, print peak RSS (MB)."""
     dtype = getattr(torch, dtype_name)
@@ -119,12 +148,15 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
+    parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the matmuls")
     parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_memory_child:
         return peak_memory_child(args.peak_memory_child, args.dtype)
     print(f"SmolLM2-135M {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
+    if args.profile:
+        return measure_profile(args, getattr(torch, args.dtype))
     print(f"{'':<34} {'leanformers':>10} {'transformers':>13} {'ratio':>7}")
     if args.memory:  # first: a child's peak RSS starts from its parent's (Linux keeps it across exec)
         measure_memory(args)

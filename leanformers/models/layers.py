@@ -39,8 +39,8 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
-        # Normalise in fp32 whatever the weights' dtype, then scale in the weights' dtype, as the reference does.
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, None, self.variance_epsilon).to(x.dtype)
+        # As the reference: normalise in fp32 (rms_norm upcasts), round to x's dtype, then scale by the weight.
+        return self.weight * F.rms_norm(x, self.weight.shape, None, self.variance_epsilon)
 
 
 # -- linear layers for CPU decoding --------------------------------------------------------------
