@@ -231,6 +231,31 @@ def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeyp
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
 
 
+class ScaledAdapter(torch.nn.Module):
+    """Wraps a linear layer as adapters do: its own forward, the base layer's weight still reachable."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+        self.weight = base.weight
+
+    def forward(self, x):
+        return self.base(x) * 1.5
+
+
+def test_llama_fast_decode_paths_run_layers_wrapped_by_adapters(llama_checkpoint):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 8, seed=9)
+    decode_logits(model, ids, 4)  # the packed copies exist before the layers are wrapped
+    attention = model.model.layers[0].self_attn
+    attention.q_proj = ScaledAdapter(attention.q_proj)
+    model.lm_head = ScaledAdapter(model.lm_head)
+    full = model(ids).logits.detach()
+    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(decode_logits(model, ids[:1], 4), full[:1], atol=1e-5, rtol=0)
+
+
 def test_llama_float16_on_cpu_warns_and_auto_prefers_float32(llama_checkpoint, tmp_path):
     ref, _ = llama_checkpoint("untied")
     with pytest.warns(UserWarning, match="float16 on CPU is very slow"):

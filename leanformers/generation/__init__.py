@@ -72,8 +72,8 @@ __all__ = [
     "build_logits_processors",
     "decode_steps",
     "force_tokens",
-    "prepare_bad_words",
     "multinomial_draw",
+    "prepare_bad_words",
     "sample_next_token",
     "suppress_tokens",
 ]

@@ -73,9 +73,9 @@ def decode_path(x, cache) -> str | None:
 def linear(layer: nn.Linear, x, path: str | None):
     """layer(x), on the "split" path as one matmul over blocks of the weight's rows, one block per core."""
     blocks = torch.get_num_threads()
+    if path != "split" or type(layer) is not nn.Linear or blocks == 1 or layer.out_features % blocks:
+        return layer(x)  # the layer's own forward: also what a layer wrapped by an adapter needs
     out_features, in_features = layer.weight.shape
-    if path != "split" or blocks == 1 or out_features % blocks:
-        return layer(x)
     y = torch.matmul(x.reshape(1, 1, in_features), layer.weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
     y = y.view(1, 1, out_features)
     return y if layer.bias is None else y.add_(layer.bias)
@@ -88,25 +88,33 @@ def parameter_versions(modules) -> list:
 
 
 class PackedLinears:
-    """Linear layers that read the same input, applied as one matmul over their weights
-    concatenated and packed in oneDNN's layout. Not a module: nothing of it is saved.
-    `refresh()` (re)builds the packed copy when a weight or bias changed; call it before use."""
+    """Linear layers of `owner` (by attribute name) that read the same input, applied as one matmul
+    over their weights concatenated and packed in oneDNN's layout. Not a module: nothing of it is
+    saved. The layers are looked up by name each time, so a layer replaced on the owner (an adapter
+    wrapping it, say) is seen. `refresh()` (re)builds the copy when a weight or bias changed."""
 
-    def __init__(self, *linears: nn.Linear):
-        self.linears = linears
-        self.splits = [linear.out_features for linear in linears]
-        self.version = None
+    def __init__(self, owner: nn.Module, *names: str):
+        self.owner, self.names = owner, names
+        self.version = self.weight = self.bias = None
+
+    def linears(self) -> list:
+        return [self.owner._modules[name] for name in self.names]
 
     def refresh(self):
-        version = parameter_versions(self.linears)
+        linears = self.linears()
+        version = parameter_versions(linears)
         if version == self.version:
             return
         with torch.no_grad():
-            weights = [linear.weight.detach() for linear in self.linears]
+            weights = [linear.weight.detach() for linear in linears]
             self.weight = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights) if len(weights) > 1 else weights[0], None)
-            biases = [linear.bias for linear in self.linears]
+            biases = [linear.bias for linear in linears]
             self.bias = None if biases[0] is None else torch.cat(biases).detach()
+        self.splits = [linear.out_features for linear in linears]
         self.version = version
+
+    def clear(self):
+        self.version = self.weight = self.bias = None
 
     def __call__(self, x, split: bool = True):
         y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -117,21 +125,32 @@ class PackedWeights:
     """All the PackedLinears of a model, checked for changed weights with one pass per forward."""
 
     def __init__(self, packs: list):
-        self.packs = packs
-        self.linears = [linear for pack in packs for linear in pack.linears]
+        self.packs, self.slots = [], []  # slots: (owner, name) of every layer, for one flat lookup
+        for pack in packs:
+            self.add(pack)
+
+    def add(self, pack: PackedLinears):
+        self.packs.append(pack)
+        self.slots.extend((pack.owner, name) for name in pack.names)
         self.version = None
 
-    def refresh(self):
-        version = parameter_versions(self.linears)
+    def refresh(self) -> bool:
+        """Bring the packed copies up to date; False (nothing packed) when a layer is not a plain nn.Linear."""
+        linears = [owner._modules[name] for owner, name in self.slots]
+        if any(type(linear) is not nn.Linear for linear in linears):
+            self.clear()
+            return False
+        version = parameter_versions(linears)
         if version != self.version:
             for pack in self.packs:
                 pack.refresh()
             self.version = version
+        return True
 
     def clear(self):
         if self.version is not None:
             for pack in self.packs:
-                pack.weight = pack.bias = pack.version = None
+                pack.clear()
             self.version = None
 
 

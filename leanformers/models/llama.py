@@ -76,8 +76,8 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
-        self.packed_qkv = PackedLinears(self.q_proj, self.k_proj, self.v_proj)
-        self.packed_o = PackedLinears(self.o_proj)
+        self.packed_qkv = PackedLinears(self, "q_proj", "k_proj", "v_proj")
+        self.packed_o = PackedLinears(self, "o_proj")
 
     def forward(self, x, cos, sin, mask, cache, output_attentions=False, path=None):
         B, T, _ = x.shape
@@ -111,8 +111,8 @@ class LlamaMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act = get_activation(config.hidden_act)
-        self.packed_gate_up = PackedLinears(self.gate_proj, self.up_proj)
-        self.packed_down = PackedLinears(self.down_proj)
+        self.packed_gate_up = PackedLinears(self, "gate_proj", "up_proj")
+        self.packed_down = PackedLinears(self, "down_proj")
 
     def forward(self, x, path=None):
         if path == "packed":
@@ -171,9 +171,9 @@ class LlamaModel(LlamaPreTrainedModel):
 
         x = inputs_embeds
         path = decode_path(x, cache)
-        if path == "packed":
-            self.packed_weights.refresh()
-        elif torch.is_grad_enabled():
+        if path == "packed" and not self.packed_weights.refresh():
+            path = None
+        elif path is None and torch.is_grad_enabled():
             self.packed_weights.clear()  # training: the copies would only hold memory until the next decode
         all_hidden, all_attentions = [], []
         for layer in self.layers:
@@ -198,7 +198,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         super().__init__(config)
         self.model = LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.packed_lm_head = PackedLinears(self.lm_head)
+        self.packed_lm_head = PackedLinears(self, "lm_head")
+        self.model.packed_weights.add(self.packed_lm_head)  # refreshed with the others by self.model's forward
         self.post_init()
 
     def get_output_embeddings(self):
@@ -213,11 +214,9 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                          output_attentions=output_attentions)
         hidden = keep_last(out.last_hidden_state, logits_to_keep)
         path = decode_path(out.last_hidden_state, out.cache)
-        if path == "packed":
-            self.packed_lm_head.refresh()
-            logits = self.packed_lm_head(hidden)
-        else:
-            logits = linear(self.lm_head, hidden, path)
+        if path == "packed" and self.packed_lm_head.version is None:  # the model's layers were not packed
+            path = None
+        logits = self.packed_lm_head(hidden) if path == "packed" else linear(self.lm_head, hidden, path)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
