@@ -8,7 +8,8 @@ Prints, for each library and the ratio leanformers / transformers:
     and whether both produced the same tokens;
   - sampling (top-p 0.9, temperature 0.8) at batch 8, 64 new tokens each, tokens/s in total;
   - prefill of a 512-token prompt (logits for the last position only), tokens/s;
-  - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens;
+  - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens
+    (leanformers with its dequantized-GGUF cache already built);
   - with --profile: batch-1 greedy decode time per step inside the matmul kernels and outside them
     (torch.profiler's self time of the matmul ops; the rest of the step's wall time is outside).
 The best of --repeats runs is reported; absolute numbers on a shared machine are noise, the
@@ -133,7 +134,8 @@ def peak_memory_child(library, dtype_name):
 
 def measure_memory(args):
     peaks = {}
-    for library in ("leanformers", "transformers"):
+    # leanformers runs twice: a first load of a GGUF file in a dtype dequantizes it into the cache.
+    for library in ("leanformers", "leanformers", "transformers"):
         out = subprocess.run([sys.executable, __file__, "--peak-memory-child", library, "--dtype", args.dtype],
                              capture_output=True, text=True, check=True)
         peaks[library] = float(out.stdout.strip().splitlines()[-1])

@@ -76,11 +76,12 @@ def read_sharded(index_path, read_one) -> dict:
     return state_dict
 
 
-def load_state_dict(path) -> dict:
-    """All weights of a model folder or GGUF file, as CPU tensors keyed by Hugging Face names."""
+def load_state_dict(path, gguf_dtype=torch.float32) -> dict:
+    """All weights of a model folder or GGUF file, as CPU tensors keyed by Hugging Face names.
+    A GGUF file's are dequantized to `gguf_dtype`."""
     path = Path(path)
     if path.suffix == ".gguf":
-        return load_gguf_state_dict(path)
+        return load_gguf_state_dict(path, gguf_dtype)
     for name, reader in (
         (SAFE_WEIGHTS_NAME, read_safetensors),
         (SAFE_WEIGHTS_INDEX_NAME, lambda p: read_sharded(p, read_safetensors)),
@@ -282,15 +283,18 @@ def gguf_cache_path(path, suffix: str) -> Path:
     return leanformers_cache_dir() / "gguf" / f"{Path(path).stem}-{key}.{suffix}"
 
 
-def load_gguf_state_dict(path) -> dict:
-    """Dequantized fp32 weights of a GGUF file, cached as safetensors keyed by the file's content."""
-    cache_file = gguf_cache_path(path, "safetensors")
+def load_gguf_state_dict(path, dtype=torch.float32) -> dict:
+    """Weights of a GGUF file dequantized to `dtype`, cached as safetensors keyed by the file's content
+    and the dtype. A cache per dtype is memory-mapped as it is: converting fp32 weights at load time
+    would hold both copies in memory until the load ends."""
+    cache_file = gguf_cache_path(path, "safetensors" if dtype == torch.float32 else
+                                 f"{str(dtype).removeprefix('torch.')}.safetensors")
     if cache_file.is_file():
         try:
             return read_safetensors(cache_file)
         except OSError:
             cache_file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-    state_dict = dequantize_gguf(path)
+    state_dict = {name: tensor.to(dtype) for name, tensor in dequantize_gguf(path).items()}
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         save_safetensors(state_dict, cache_file, metadata={"source": path.name})

