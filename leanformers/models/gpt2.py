@@ -11,9 +11,9 @@ from torch import nn
 from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (attention, attention_with_weights, build_attention_mask, causal_lm_loss, get_activation, keep_last,
-                     start_decoder_forward)
-from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .layers import (build_attention_mask, cached_attention, causal_lm_loss, get_activation, keep_last,
+                     run_decoder_layers, start_decoder_forward)
+from .outputs import CausalLMOutputWithPast
 
 
 class GPT2Config(PretrainedConfig):
@@ -69,14 +69,8 @@ class GPT2Attention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
-        if output_attentions:
-            out, weights = attention_with_weights(q, k, v, mask, causal=True, scale=self.scale)
-        else:
-            dropout = self.attn_pdrop if self.training else 0.0
-            out, weights = attention(q, k, v, mask, causal=True, scale=self.scale, dropout=dropout), None
-        out = out.transpose(1, 2).reshape(B, T, C)
+        out, weights = cached_attention(q, k, v, mask, cache, self.layer_idx, output_attentions, scale=self.scale,
+                                        dropout=self.attn_pdrop if self.training else 0.0)  # (B, T, C)
         return self.resid_dropout(self.c_proj(out)), weights
 
 
@@ -155,22 +149,8 @@ class GPT2Model(GPT2PreTrainedModel):
         x = self.drop(x)
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=x.device)
 
-        all_hidden, all_attentions = [], []
-        for block in self.h:
-            if output_hidden_states:
-                all_hidden.append(x)
-            x, weights = block(x, mask, cache, output_attentions)
-            if output_attentions:
-                all_attentions.append(weights)
-        x = self.ln_f(x)
-        if output_hidden_states:
-            all_hidden.append(x)
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            cache=cache,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None,
-        )
+        return run_decoder_layers(self.h, x, self.ln_f, cache, output_hidden_states, output_attentions,
+                                  lambda block, x: block(x, mask, cache, output_attentions))
 
 
 class GPT2LMHeadModel(GPT2PreTrainedModel):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generation.cache import KVCache
+from .outputs import BaseModelOutputWithPast
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -266,6 +267,29 @@ def attention_with_weights(q, k, v, mask, causal: bool, scale: float | None = No
     return weights @ v, weights
 
 
+def cached_attention(q, k, v, mask, cache, layer_idx: int, output_attentions: bool, scale: float | None = None,
+                     dropout: float = 0.0):
+    """Causal attention of q (B, H, T, D) over the cached keys and values plus k, v (B, Hkv, T, D), which
+    are appended to the cache. Returns (output (B, T, H * D) in q's dtype, weights (B, H, T, S) or None).
+
+    In bf16 inference on CPU, keys and values are cached and attended in fp32: torch's bf16 attention
+    kernel there costs ~76 us a layer per decode step against ~30 in fp32.
+    """
+    dtype = q.dtype
+    if dtype == torch.bfloat16 and q.device.type == "cpu" and not torch.is_grad_enabled():
+        k, v = k.float(), v.float()
+    if cache is not None:
+        k, v = cache.update(layer_idx, k, v)
+    q = q.to(k.dtype)
+    if output_attentions:
+        out, weights = attention_with_weights(q, k, v, mask, causal=True, scale=scale)
+        weights = weights.to(dtype)
+    else:
+        out, weights = attention(q, k, v, mask, causal=True, scale=scale, dropout=dropout), None
+    B, H, T, D = q.shape
+    return out.to(dtype).transpose(1, 2).reshape(B, T, H * D), weights
+
+
 # -- the start and end of a decoder forward (Llama, GPT-2) -----------------------------------
 
 
@@ -315,6 +339,27 @@ def start_decoder_forward(model, embed, input_ids, inputs_embeds, attention_mask
         else:
             position_ids = torch.arange(past, past + T, device=inputs_embeds.device).expand(B, T)
     return inputs_embeds, (cache if use_cache else None), position_ids, past
+
+
+def run_decoder_layers(layers, x, final_norm, cache, output_hidden_states: bool, output_attentions: bool, run_layer):
+    """x (B, T, C) through each layer (`run_layer(layer, x) -> (x, attention weights)`), then final_norm;
+    the hidden states and attention weights are collected when asked for."""
+    all_hidden, all_attentions = [], []
+    for layer in layers:
+        if output_hidden_states:
+            all_hidden.append(x)
+        x, weights = run_layer(layer, x)
+        if output_attentions:
+            all_attentions.append(weights)
+    x = final_norm(x)
+    if output_hidden_states:
+        all_hidden.append(x)
+    return BaseModelOutputWithPast(
+        last_hidden_state=x,
+        cache=cache,
+        hidden_states=tuple(all_hidden) if output_hidden_states else None,
+        attentions=tuple(all_attentions) if output_attentions else None,
+    )
 
 
 def keep_last(hidden, logits_to_keep):

@@ -5,16 +5,15 @@ Parameter names are the Hugging Face checkpoint names.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (PackedLinears, PackedWeights, RMSNorm, RotaryEmbedding, apply_rotary, attention,
-                     attention_with_weights, build_attention_mask, causal_lm_loss, decode_path, get_activation,
-                     keep_last, linear, start_decoder_forward)
-from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .layers import (PackedLinears, PackedWeights, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask,
+                     cached_attention, causal_lm_loss, decode_path, get_activation, keep_last, linear,
+                     run_decoder_layers, start_decoder_forward)
+from .outputs import CausalLMOutputWithPast
 
 
 class LlamaConfig(PretrainedConfig):
@@ -90,17 +89,8 @@ class LlamaAttention(nn.Module):
             k = apply_rotary(linear(self.k_proj, x, path).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
             v = linear(self.v_proj, x, path)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, Hkv, D).transpose(1, 2)  # (B, H, T, D)
-        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled():
-            k, v = k.float(), v.float()  # torch's bf16 attention on CPU is ~4x slower than its fp32 one
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
-        q = q.to(k.dtype)
-        dropout = self.dropout if self.training else 0.0
-        if output_attentions:
-            out, weights = attention_with_weights(q, k, v, mask, causal=True)
-        else:
-            out, weights = attention(q, k, v, mask, causal=True, dropout=dropout), None
-        out = out.to(x.dtype).transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        out, weights = cached_attention(q, k, v, mask, cache, self.layer_idx, output_attentions,
+                                        dropout=self.dropout if self.training else 0.0)  # (B, T, H * D)
         return (self.packed_o(out) if path == "packed" else linear(self.o_proj, out, path)), weights
 
 
@@ -175,22 +165,8 @@ class LlamaModel(LlamaPreTrainedModel):
             path = None
         elif path is None and torch.is_grad_enabled():
             self.packed_weights.clear()  # training: the copies would only hold memory until the next decode
-        all_hidden, all_attentions = [], []
-        for layer in self.layers:
-            if output_hidden_states:
-                all_hidden.append(x)
-            x, weights = layer(x, cos, sin, mask, cache, output_attentions, path)
-            if output_attentions:
-                all_attentions.append(weights)
-        x = self.norm(x)
-        if output_hidden_states:
-            all_hidden.append(x)
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            cache=cache,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None,
-        )
+        return run_decoder_layers(self.layers, x, self.norm, cache, output_hidden_states, output_attentions,
+                                  lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions, path))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
