@@ -32,6 +32,7 @@ from leanformers.generation import (
     apply_top_k,
     apply_top_p,
     apply_typical_p,
+    build_logits_processors,
     decode_steps,
     multinomial_draw,
     sample_next_token,
@@ -232,6 +233,17 @@ def test_min_length_and_min_new_tokens_mask_eos_like_transformers(logits):
         expected = hf_lp.MinLengthLogitsProcessor(min_length, eos)(ids, logits.clone())
         torch.testing.assert_close(apply_min_length(logits, 6, min_length, eos), expected, rtol=0, atol=0)
     assert apply_min_length(logits, 6, 7, eos)[:, [3, 7]].eq(-float("inf")).all()
+
+
+def test_processors_ignore_eos_and_suppressed_ids_outside_the_vocabulary(logits):
+    config = GenerationConfig(min_new_tokens=2, suppress_tokens=[5, 99], begin_suppress_tokens=[6, 100])
+    eos = torch.tensor([3, 60])  # 60 lies outside the 50-token vocabulary: nothing to suppress there
+    processors = build_logits_processors(config, prompt_length=6, eos_token_ids=eos, vocab_size=logits.shape[-1])
+    scores = processors(torch.zeros(4, 6, dtype=torch.long), logits.clone())
+    assert scores[:, [3, 5, 6]].eq(-float("inf")).all()
+    others = torch.ones(logits.shape[-1], dtype=torch.bool)
+    others[[3, 5, 6]] = False
+    torch.testing.assert_close(scores[:, others], logits[:, others], rtol=0, atol=0)
 
 
 def test_sample_next_token_uses_global_rng_like_transformers(logits):

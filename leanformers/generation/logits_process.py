@@ -47,8 +47,8 @@ def apply_no_repeat_ngram(logits, input_ids, ngram_size: int):
 
 
 def suppress_tokens(logits, token_ids):
-    """Set the scores of `token_ids` (1-D long tensor) to -inf."""
-    return logits.index_fill(-1, token_ids[token_ids < logits.shape[-1]], NEG_INF)
+    """Set the scores of `token_ids` (1-D long tensor of ids inside the vocabulary) to -inf."""
+    return logits.index_fill(-1, token_ids, NEG_INF)
 
 
 def apply_bad_words(logits, input_ids, single_ids, multi):
@@ -188,6 +188,9 @@ def build_logits_processors(
     `eos_token_ids` is a 1-D long tensor or None; `pad_lengths` (B,) holds each row's left padding.
     With beam sampling, the sampling filters keep one token more than there are EOS ids, as transformers does.
     """
+    def in_vocab(ids):  # ids the model cannot score are dropped once here, not filtered every step
+        return ids[ids < vocab_size] if vocab_size is not None else ids
+
     processors = LogitsProcessorList()
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
         penalty = config.repetition_penalty
@@ -200,13 +203,14 @@ def build_logits_processors(
     if config.bad_words_ids is not None:
         single, multi = prepare_bad_words(config.bad_words_ids, eos_token_ids, vocab_size, device)
         processors.append(lambda ids, scores: apply_bad_words(scores, ids, single, multi))
+    eos_in_vocab = in_vocab(eos_token_ids) if eos_token_ids is not None else None
     if eos_token_ids is not None and config.min_length:
         min_length = config.min_length
-        processors.append(lambda ids, scores: apply_min_length(scores, ids.shape[1], min_length, eos_token_ids))
+        processors.append(lambda ids, scores: apply_min_length(scores, ids.shape[1], min_length, eos_in_vocab))
     if eos_token_ids is not None and config.min_new_tokens:
         min_new = config.min_new_tokens
         processors.append(
-            lambda ids, scores: apply_min_new_tokens(scores, ids.shape[1] - prompt_length, min_new, eos_token_ids)
+            lambda ids, scores: apply_min_new_tokens(scores, ids.shape[1] - prompt_length, min_new, eos_in_vocab)
         )
     if config.forced_bos_token_id is not None:
         bos = config.forced_bos_token_id
@@ -218,10 +222,10 @@ def build_logits_processors(
         last = config.max_length - 1
         processors.append(lambda ids, scores: force_tokens(scores, forced_eos) if ids.shape[1] == last else scores)
     if config.suppress_tokens is not None:
-        suppressed = torch.tensor(list(config.suppress_tokens), dtype=torch.long, device=device)
+        suppressed = in_vocab(torch.tensor(list(config.suppress_tokens), dtype=torch.long, device=device))
         processors.append(lambda ids, scores: suppress_tokens(scores, suppressed))
     if config.begin_suppress_tokens is not None:
-        begin = torch.tensor(list(config.begin_suppress_tokens), dtype=torch.long, device=device)
+        begin = in_vocab(torch.tensor(list(config.begin_suppress_tokens), dtype=torch.long, device=device))
         begin_index = prompt_length + (1 if prompt_length == 1 and config.forced_bos_token_id is not None else 0)
         processors.append(lambda ids, scores: suppress_tokens(scores, begin) if ids.shape[1] == begin_index else scores)
     processors.extend(user_processors or ())
