@@ -10,7 +10,6 @@ that size through both and reports time and peak memory.
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys

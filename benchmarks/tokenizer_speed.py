@@ -14,6 +14,7 @@ The outputs of both libraries are checked to be identical before anything is tim
 
 import argparse
 import random
+import sys
 import sysconfig
 import time
 from pathlib import Path

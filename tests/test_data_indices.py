@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 import datasets
 import leanformers.data.arrow_dataset as arrow_dataset
-from leanformers import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from leanformers import concatenate_datasets, load_dataset, load_from_disk
 
 
 @pytest.fixture(params=["in_memory_indices", "indices_file"])

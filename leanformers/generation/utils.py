@@ -22,12 +22,11 @@ import torch
 from .beam_search import BeamSearch
 from .cache import KVCache
 from .config import GLOBAL_DEFAULTS, GenerationConfig
-from .logits_process import LogitsProcessorList, build_logits_processors, sample_next_token
+from .logits_process import build_logits_processors, sample_next_token
 from .stopping_criteria import (
     EosTokenCriteria,
     MaxLengthCriteria,
     MaxTimeCriteria,
-    StoppingCriteria,
     StoppingCriteriaList,
     StopStringCriteria,
     check_stop_strings,
