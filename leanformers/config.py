@@ -6,8 +6,11 @@ as attributes too, so loading and saving a config round-trips every key.
 
 import copy
 import json
-import os
 from pathlib import Path
+
+from .files import read_json, write_atomic
+from .gguf import gguf_config_dict
+from .hub import resolve_model_path
 
 CONFIG_NAME = "config.json"
 
@@ -30,33 +33,6 @@ COMMON_DEFAULTS = {
 }
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
-
-
-def read_json(path):
-    """Parse a JSON file, naming the file and the position in the error."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-
-
-def write_atomic(path, data: bytes):
-    """Write bytes to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class PretrainedConfig:
@@ -154,8 +130,6 @@ class PretrainedConfig:
     # -- files ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        from .hub import resolve_model_path
-
         gguf_file = kwargs.pop("gguf_file", None)
         for key in ("cache_dir", "revision", "token", "local_files_only", "trust_remote_code"):
             kwargs.pop(key, None)
@@ -175,8 +149,6 @@ def load_config_dict(path) -> dict:
     """The config dict of a resolved model path: a folder's config.json or a GGUF file's metadata."""
     path = Path(path)
     if path.suffix == ".gguf":
-        from .weights import gguf_config_dict
-
         return gguf_config_dict(path)
     config_file = path / CONFIG_NAME
     if not config_file.is_file():

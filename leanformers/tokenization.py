@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from .config import read_json, write_atomic
+from .files import read_json, write_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -122,7 +122,7 @@ def byte_level_spelling(token: str) -> str:
 def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
     """A Tokenizer and its tokenizer_config-style settings from a GGUF file's metadata: byte-level BPE
     ('gpt2') or a SentencePiece vocabulary ('llama')."""
-    from .weights import gguf_metadata
+    from .gguf import gguf_metadata
 
     meta = gguf_metadata(path)
     kind = meta.get("tokenizer.ggml.model")

@@ -478,7 +478,7 @@ def test_save_failure_leaves_folder_unchanged(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     del tok.init_kwargs["not_json"]
 
-    import leanformers.config as config_module
+    import leanformers.files as files_module
 
     calls = []
 
@@ -488,9 +488,9 @@ def test_save_failure_leaves_folder_unchanged(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    real_replace = config_module.os.replace
+    real_replace = files_module.os.replace
     tok.model_max_length = 77
-    monkeypatch.setattr(config_module.os, "replace", failing_replace)
+    monkeypatch.setattr(files_module.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         tok.save_pretrained(tmp_path)
     monkeypatch.undo()

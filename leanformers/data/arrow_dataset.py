@@ -28,7 +28,9 @@ import pyarrow.csv
 import pyarrow.parquet
 from tqdm.auto import tqdm
 
+from ..files import leanformers_cache_dir, read_json, write_atomic
 from .arrow_io import ArrowWriter, gather, read_arrow, table_from_columns, to_arrow_array
+from .dataset_dict import DatasetDict
 from .fingerprint import combine, hash_value
 from .formatting import check_format_type, column_batch, column_rows
 
@@ -57,10 +59,6 @@ INDICES_ON_DISK_ROWS = 100_000
 
 def random_fingerprint() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
 
 
 def _fork_run(jobs):
@@ -563,8 +561,6 @@ class Dataset:
     def train_test_split(self, test_size=None, train_size=None, shuffle=True, seed=None, generator=None,
                          **unused):
         """DatasetDict with "train" and "test" splits; test gets ceil(test_size * n) rows."""
-        from .dataset_dict import DatasetDict
-
         n = self.num_rows
         if test_size is None and train_size is None:
             test_size = 0.25
@@ -703,8 +699,6 @@ class Dataset:
                  "_format_columns": self._format["columns"], "_format_kwargs": {},
                  "_format_type": self._format["type"], "_output_all_columns": self._format["output_all_columns"],
                  "_split": self.split}
-        from ..config import write_atomic
-
         write_atomic(folder / "state.json", json.dumps(state, indent=2).encode())
         info = {"features": {f.name: str(f.type) for f in self._data.schema}}
         write_atomic(folder / "dataset_info.json", json.dumps(info, indent=2).encode())
@@ -717,8 +711,7 @@ def read_indices(path) -> np.ndarray:
 
 
 def default_cache_root() -> Path:
-    root = os.environ.get("LEANFORMERS_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "leanformers") / "datasets"
+    return leanformers_cache_dir() / "datasets"
 
 
 def concatenate_datasets(dsets: list, axis: int = 0, **unused) -> Dataset:
@@ -759,19 +752,13 @@ def concatenate_datasets(dsets: list, axis: int = 0, **unused) -> Dataset:
 
 def load_from_disk(dataset_path, keep_in_memory=False, **unused):
     """A Dataset or DatasetDict written by save_to_disk, memory-mapped."""
-    from .dataset_dict import DatasetDict
-
     folder = Path(dataset_path)
     if (folder / "dataset_dict.json").is_file():
-        from ..config import read_json
-
         splits = read_json(folder / "dataset_dict.json")["splits"]
         return DatasetDict({split: load_from_disk(folder / split, keep_in_memory) for split in splits})
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(f"{folder} is not a dataset folder written by save_to_disk (no state.json or "
                                 "dataset_dict.json)")
-    from ..config import read_json
-
     state = read_json(folder / "state.json")
     tables = [read_arrow(folder / entry["filename"]) for entry in state["_data_files"]]
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -1,10 +1,10 @@
 """DatasetDict: one Dataset per split, with the Dataset methods applied to every split."""
 
 import json
+import textwrap
 from pathlib import Path
 
-from ..config import write_atomic
-from .arrow_dataset import indent
+from ..files import write_atomic
 
 
 class DatasetDict(dict):
@@ -12,7 +12,7 @@ class DatasetDict(dict):
 
     def __repr__(self) -> str:
         body = "\n".join(f"{split}: {dataset!r}" for split, dataset in self.items())
-        return f"DatasetDict({{\n{indent(body)}\n}})"
+        return f"DatasetDict({{\n{textwrap.indent(body, '    ')}\n}})"
 
     def _apply(self, method: str, *args, **kwargs) -> "DatasetDict":
         return DatasetDict({split: getattr(dataset, method)(*args, **kwargs) for split, dataset in self.items()})

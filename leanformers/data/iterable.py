@@ -9,10 +9,10 @@ dropping the consumed examples gives exactly the rows an uninterrupted run would
 """
 
 import itertools
+import textwrap
 
 import numpy as np
 
-from .arrow_dataset import indent
 from .formatting import check_format_type, format_value
 from .readers import read_tables
 
@@ -276,7 +276,7 @@ class IterableDatasetDict(dict):
 
     def __repr__(self) -> str:
         body = "\n".join(f"{split}: {dataset!r}" for split, dataset in self.items())
-        return f"IterableDatasetDict({{\n{indent(body)}\n}})"
+        return f"IterableDatasetDict({{\n{textwrap.indent(body, '    ')}\n}})"
 
     def _apply(self, method, *args, **kwargs):
         return IterableDatasetDict({s: getattr(d, method)(*args, **kwargs) for s, d in self.items()})

@@ -11,7 +11,7 @@ import copy
 import json
 from pathlib import Path
 
-from ..config import read_json, write_atomic
+from ..files import read_json, write_atomic
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 

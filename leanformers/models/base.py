@@ -16,6 +16,7 @@ from torch import nn
 from ..config import PretrainedConfig, load_config_dict
 from ..generation.config import GenerationConfig
 from ..generation.utils import GenerationMixin
+from ..gguf import load_gguf_state_dict
 from ..hub import resolve_model_path
 from ..weights import SAFE_WEIGHTS_NAME, load_state_dict, save_safetensors
 
@@ -211,8 +212,10 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         device = torch.device(device or "cpu")
         dtype = resolve_dtype(dtype, config.dtype, device)
 
-        state_dict = load_state_dict(path, gguf_dtype=dtype if dtype.is_floating_point else torch.float32)
-        source = path if path.suffix == ".gguf" else path / "(weights)"
+        if path.suffix == ".gguf":
+            state_dict, source = load_gguf_state_dict(path, dtype if dtype.is_floating_point else torch.float32), path
+        else:
+            state_dict, source = load_state_dict(path), path / "(weights)"
         with torch.device("meta"):
             model = cls(config)
         model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)

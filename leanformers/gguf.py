@@ -1,0 +1,215 @@
+"""Everything GGUF: metadata, architecture -> config dict, tensor names, dequantization and its cache.
+
+A GGUF file (llama.cpp's format) holds a model's hyper-parameters and tokenizer as metadata and its
+weights, usually quantized, as tensors named `blk.N.attn_q.weight`. This module turns the metadata into
+a Hugging Face config.json dict and the tensors into a state dict with Hugging Face names (q/k rows
+un-permuted), dequantized by the `gguf` package and cached as safetensors keyed by the file's content.
+Adding an architecture or a quantization type touches this file, and the tokenizer builder
+(tokenization/), only. Parsing is done by the `gguf` package; nothing in the file is executed.
+"""
+
+import functools
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import leanformers_cache_dir, write_atomic
+from .weights import read_safetensors, save_safetensors
+
+GGUF_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+SUPPORTED_GGUF_ARCHITECTURES = ("llama",)
+
+
+def gguf_reader(path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as err:
+        raise OSError(f"{path} is not a readable GGUF file ({err})") from None
+
+
+def gguf_fields(reader) -> dict:
+    """GGUF metadata as plain Python values (strings, numbers, lists)."""
+    fields = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            fields[key] = field.contents()
+        except Exception:
+            continue
+    return fields
+
+
+def gguf_architecture(path, fields) -> str:
+    arch = fields.get("general.architecture")
+    if arch not in SUPPORTED_GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: GGUF architecture {arch!r} is not supported; leanformers reads "
+            f"{', '.join(SUPPORTED_GGUF_ARCHITECTURES)} GGUF files"
+        )
+    return arch
+
+
+def gguf_metadata(path) -> dict:
+    """The GGUF file's metadata key/values (tokenizer.ggml.*, general.*, llama.*), plus the
+    tensor names under "gguf.tensor_names". Parsing the tokenizer arrays takes the gguf
+    package seconds, so the result is cached as JSON keyed by the file's content."""
+    cache_file = gguf_cache_path(path, "metadata.json")
+    if cache_file.is_file():
+        try:
+            return json.loads(cache_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cache_file.unlink(missing_ok=True)
+    reader = gguf_reader(path)
+    fields = gguf_fields(reader)
+    fields["gguf.tensor_names"] = [t.name for t in reader.tensors]
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file, json.dumps(fields).encode())
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return fields
+
+
+def gguf_config_dict(path) -> dict:
+    """A Llama config.json dict built from a GGUF file's metadata."""
+    fields = gguf_metadata(path)
+    arch = gguf_architecture(path, fields)
+
+    def get(key, default=None):
+        return fields.get(f"{arch}.{key}", default)
+
+    n_heads = get("attention.head_count")
+    hidden = get("embedding_length")
+    tensor_names = set(fields["gguf.tensor_names"])
+    tokens = fields.get("tokenizer.ggml.tokens")
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": get("vocab_size") or (len(tokens) if tokens else None),
+        "hidden_size": hidden,
+        "intermediate_size": get("feed_forward_length"),
+        "num_hidden_layers": get("block_count"),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": get("attention.head_count_kv", n_heads),
+        "head_dim": get("attention.key_length", get("rope.dimension_count", hidden // n_heads)),
+        "max_position_embeddings": get("context_length", 2048),
+        "rms_norm_eps": get("attention.layer_norm_rms_epsilon", 1e-6),
+        "rope_theta": get("rope.freq_base", 10000.0),
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_q.bias" in tensor_names,
+        "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
+    }
+    scaling_type = get("rope.scaling.type")
+    if scaling_type in ("linear", "yarn"):
+        config["rope_scaling"] = {"rope_type": scaling_type, "factor": get("rope.scaling.factor")}
+    missing = [k for k, v in config.items() if v is None and k.endswith(("size", "layers", "heads"))]
+    if missing:
+        raise ValueError(f"{path}: GGUF metadata lacks {arch}.* values for {', '.join(missing)}")
+    return config
+
+
+def gguf_to_hf_name(name: str) -> str | None:
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
+    if match:
+        layer, part, kind = match.groups()
+        hf = GGUF_LAYER_NAMES.get(part)
+        return f"model.layers.{layer}.{hf}.{kind}" if hf else None
+    base, _, kind = name.rpartition(".")
+    hf = GGUF_TOP_NAMES.get(base)
+    return f"{hf}.{kind}" if hf else None
+
+
+def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order (halves interleaved per head) back to rotate_half order."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def dequantize_gguf(path) -> dict:
+    from gguf import quants
+
+    fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
+    arch = gguf_architecture(path, fields)
+    reader = gguf_reader(path)
+    n_heads = fields[f"{arch}.attention.head_count"]
+    n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
+    state_dict = {}
+    for tensor in reader.tensors:
+        name = gguf_to_hf_name(tensor.name)
+        if name is None:
+            continue  # e.g. rope_freqs: derived from the config here
+        try:
+            array = quants.dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError:
+            raise ValueError(f"{path}: tensor {tensor.name} has type {tensor.tensor_type.name}, which cannot be dequantized") from None
+        if name.endswith(("q_proj.weight", "q_proj.bias")):
+            array = unpermute_rows(array, n_heads)
+        elif name.endswith(("k_proj.weight", "k_proj.bias")):
+            array = unpermute_rows(array, n_kv_heads)
+        state_dict[name] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
+    return state_dict
+
+
+def file_digest(path, chunk=1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+GGUF_CACHE_VERSION = "1"
+
+
+@functools.lru_cache(maxsize=16)
+def cached_file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
+def gguf_cache_path(path, suffix: str) -> Path:
+    """Where a conversion of this GGUF file is cached; the name changes whenever the file's bytes do."""
+    stat = os.stat(path)
+    digest = cached_file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = hashlib.sha256(f"{GGUF_CACHE_VERSION}:{digest}".encode()).hexdigest()[:32]
+    return leanformers_cache_dir() / "gguf" / f"{Path(path).stem}-{key}.{suffix}"
+
+
+def load_gguf_state_dict(path, dtype=torch.float32) -> dict:
+    """Weights of a GGUF file dequantized to `dtype`, cached as safetensors keyed by the file's content
+    and the dtype. A cache per dtype is memory-mapped as it is: converting fp32 weights at load time
+    would hold both copies in memory until the load ends."""
+    cache_file = gguf_cache_path(path, "safetensors" if dtype == torch.float32 else
+                                 f"{str(dtype).removeprefix('torch.')}.safetensors")
+    if cache_file.is_file():
+        try:
+            return read_safetensors(cache_file)
+        except OSError:
+            cache_file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    state_dict = {name: tensor.to(dtype) for name, tensor in dequantize_gguf(path).items()}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(state_dict, cache_file, metadata={"source": path.name})
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return state_dict
