@@ -5,7 +5,7 @@ weights, usually quantized, as tensors named `blk.N.attn_q.weight`. This module 
 a Hugging Face config.json dict and the tensors into a state dict with Hugging Face names (q/k rows
 un-permuted), dequantized by the `gguf` package and cached as safetensors keyed by the file's content.
 Adding an architecture or a quantization type touches this file, and the tokenizer builder
-(tokenization/), only. Parsing is done by the `gguf` package; nothing in the file is executed.
+(tokenization/from_gguf.py), only. Parsing is done by the `gguf` package; nothing in the file is executed.
 """
 
 import functools

@@ -508,7 +508,7 @@ def test_save_into_a_file_path_is_refused(tmp_path):
 
 
 def test_unknown_gguf_pre_tokenizer_is_a_clear_error():
-    from leanformers.tokenization import gguf_pre_tokenizer
+    from leanformers.tokenization.from_gguf import gguf_pre_tokenizer
 
     with pytest.raises(ValueError, match="tokenizer.ggml.pre='made-up'.*smollm"):
         gguf_pre_tokenizer("made-up", "model.gguf")
