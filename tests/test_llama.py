@@ -1,6 +1,7 @@
 """Llama family against transformers: the same checkpoint loaded in both libraries."""
 
 import copy
+import io
 import json
 
 import pytest
@@ -224,7 +225,8 @@ def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeyp
         replaced = model.model.layers[-1].self_attn.o_proj
         replaced.weight = torch.nn.Parameter(torch.randn_like(replaced.weight))
     full = model(ids).logits.detach()  # with gradients on
-    assert model.model.packed_weights.version is None  # a training forward drops the copies
+    assert all(getattr(m, "packed", None) is None or m.packed.version is None for m in model.modules())
+    assert all(m.siblings.packed.version is None for m in model.modules() if getattr(m, "siblings", None))  # a training forward drops the copies
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)  # packed
     torch.testing.assert_close(decode_logits(model, ids[:1], 4), full[:1], atol=1e-5, rtol=0)  # split
     monkeypatch.setattr(layers, "FAST_CPU_DECODE", False)
@@ -277,3 +279,20 @@ def test_llama_bfloat16_decode_through_the_cache_follows_the_full_forward(llama_
     decoded = decode_logits(model, ids, 5).float()
     torch.testing.assert_close(decoded, full, atol=3e-2, rtol=0)
     assert torch.equal(decoded.argmax(-1), full.argmax(-1))
+
+
+def test_llama_copied_or_pickled_after_batched_decoding_generates_the_same(llama_checkpoint):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder)
+    ids = random_ids(2, 6, seed=4)
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=5, do_sample=False)  # builds the packed decode copies
+        copied = copy.deepcopy(model)
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        attention = copied.model.layers[0].self_attn
+        assert attention.q_proj.siblings.owner is attention  # the copy's layers share the copy's matmul
+        assert torch.equal(copied.generate(ids, max_new_tokens=5, do_sample=False), expected)
+        assert torch.equal(loaded.generate(ids, max_new_tokens=5, do_sample=False), expected)

@@ -19,6 +19,7 @@ from ..generation.utils import GenerationMixin
 from ..gguf import load_gguf_state_dict
 from ..hub import resolve_model_path
 from ..weights import SAFE_WEIGHTS_NAME, load_state_dict, save_safetensors
+from .layers import link_sibling_linears
 
 logger = logging.getLogger("leanformers")
 
@@ -93,10 +94,12 @@ class PreTrainedModel(nn.Module, GenerationMixin):
                 nn.init.zeros_(module.bias)
 
     def post_init(self):
-        """Called at the end of each family's __init__: random init (skipped on meta) and tying."""
+        """Called at the end of each family's __init__: random init (skipped on meta), tying, and the
+        sibling linear layers' shared decode matmul."""
         if not any(p.is_meta for p in self.parameters()):
             self.apply(self.init_weights_of)
         self.tie_weights()
+        link_sibling_linears(self)
 
     def get_input_embeddings(self):
         base = getattr(self, self.base_model_prefix, self)

@@ -5,6 +5,7 @@ The KV cache is used only through `cache.update(layer_idx, k, v) -> (k, v)`.
 """
 
 import math
+import operator
 import os
 
 import torch
@@ -54,105 +55,152 @@ class RMSNorm(nn.Module):
 # and ~12), so those steps use packed copies of the weights ("packed": built on the first such
 # step, rebuilt when a weight changes, dropped by a training forward; one extra copy of the linear
 # weights). Prefill, training and other devices use the plain kernels, which are transformers' own:
-# their logits match to the last bits. LEANFORMERS_FAST_DECODE=0 turns both paths off.
+# their logits match to the last bits (the lm_head of a prefill that keeps only the last position's
+# logits sees one row per sequence, and takes the fast path). LEANFORMERS_FAST_DECODE=0 turns both
+# paths off. The choice is made inside `Linear`, so a model file only builds its layers from it and
+# calls them; nn.Module's call costs ~1 us each of the 7 a layer makes (measured: a bf16 decode step of
+# SmolLM2-135M ~5% slower than the old fused calls in the model file).
 FAST_CPU_DECODE = os.environ.get("LEANFORMERS_FAST_DECODE", "1") != "0"
 PACKED_DTYPES = ((torch.float32,) if torch.backends.mkldnn.is_available() else ()) + (
     # bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
     (torch.bfloat16,) if getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)() else ())
 
 
-def decode_path(x, cache) -> str | None:
-    """How the linear layers of a forward on x (B, T, C) run: "split", "packed", or None (plainly)."""
-    if not (FAST_CPU_DECODE and cache is not None and x.shape[1] == 1 and x.device.type == "cpu"
-            and not torch.is_grad_enabled()):
+def decode_path(x, weight) -> str | None:
+    """How a linear layer runs on x: "split", "packed", or None (plainly). Only decode steps, one
+    token per row (B, 1, C) on CPU without gradients, take a fast path."""
+    if not (x.dim() == 3 and x.shape[1] == 1 and FAST_CPU_DECODE and not torch.is_grad_enabled() and x.is_cpu
+            and x.dtype == weight.dtype):
         return None
     if x.shape[0] == 1 and x.dtype == torch.float32:
         return "split"
     return "packed" if x.dtype in PACKED_DTYPES else None
 
 
-def linear(layer: nn.Linear, x, path: str | None):
-    """layer(x), on the "split" path as one matmul over blocks of the weight's rows, one block per core."""
+def split_rows_linear(x, weight, bias):
+    """x (1, 1, in) @ weight.T as one batched matmul over blocks of the weight's rows, one block per core."""
     blocks = torch.get_num_threads()
-    if path != "split" or type(layer) is not nn.Linear or blocks == 1 or layer.out_features % blocks:
-        return layer(x)  # the layer's own forward: also what a layer wrapped by an adapter needs
-    out_features, in_features = layer.weight.shape
-    y = torch.matmul(x.reshape(1, 1, in_features), layer.weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
+    out_features, in_features = weight.shape
+    if blocks == 1 or out_features % blocks:
+        return F.linear(x, weight, bias)
+    y = torch.matmul(x.view(1, 1, in_features), weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
     y = y.view(1, 1, out_features)
-    return y if layer.bias is None else y.add_(layer.bias)
+    return y if bias is None else y.add_(bias)
 
 
-def parameter_versions(modules) -> list:
-    """What changes when a module's parameter is replaced or modified in place. Reads _parameters
-    directly: nn.Module.__getattr__ would cost more than the check is worth, every forward."""
-    return [(p.data_ptr(), p._version) for module in modules for p in module._parameters.values() if p is not None]
+def parameter_versions(layers) -> list:
+    """What changes when a layer's parameter is replaced or modified in place. Reads _parameters
+    directly: nn.Module.__getattr__ would cost more than the check is worth, every step."""
+    return [(p.data_ptr(), p._version) for layer in layers for p in layer._parameters.values() if p is not None]
 
 
-class PackedLinears:
-    """Linear layers of `owner` (by attribute name) that read the same input, applied as one matmul
-    over their weights concatenated and packed in oneDNN's layout. Not a module: nothing of it is
-    saved. The layers are looked up by name each time, so a layer replaced on the owner (an adapter
-    wrapping it, say) is seen. `refresh()` (re)builds the copy when a weight or bias changed."""
+class PackedCopy:
+    """Linear layers' weights (and biases) concatenated and packed in oneDNN's layout, applied as one
+    matmul. Not a module: nothing of it is saved. `refresh(layers)` rebuilds it when a weight changed."""
 
-    def __init__(self, owner: nn.Module, *names: str):
-        self.owner, self.names = owner, names
+    def __init__(self):
         self.version = self.weight = self.bias = None
 
-    def linears(self) -> list:
-        return [self.owner._modules[name] for name in self.names]
-
-    def refresh(self):
-        linears = self.linears()
-        version = parameter_versions(linears)
+    def refresh(self, layers: list):
+        version = parameter_versions(layers)
         if version == self.version:
             return
         with torch.no_grad():
-            weights = [linear.weight.detach() for linear in linears]
+            weights = [layer.weight.detach() for layer in layers]
             self.weight = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights) if len(weights) > 1 else weights[0], None)
-            biases = [linear.bias for linear in linears]
+            biases = [layer.bias for layer in layers]
             self.bias = None if biases[0] is None else torch.cat(biases).detach()
-        self.splits = [linear.out_features for linear in linears]
+        self.splits = [layer.out_features for layer in layers]
         self.version = version
 
     def clear(self):
-        self.version = self.weight = self.bias = None
-
-    def __call__(self, x, split: bool = True):
-        y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return y.split(self.splits, dim=-1) if split and len(self.splits) > 1 else y
-
-
-class PackedWeights:
-    """All the PackedLinears of a model, checked for changed weights with one pass per forward."""
-
-    def __init__(self, packs: list):
-        self.packs, self.slots = [], []  # slots: (owner, name) of every layer, for one flat lookup
-        for pack in packs:
-            self.add(pack)
-
-    def add(self, pack: PackedLinears):
-        self.packs.append(pack)
-        self.slots.extend((pack.owner, name) for name in pack.names)
-        self.version = None
-
-    def refresh(self) -> bool:
-        """Bring the packed copies up to date; False (nothing packed) when a layer is not a plain nn.Linear."""
-        linears = [owner._modules[name] for owner, name in self.slots]
-        if any(type(linear) is not nn.Linear for linear in linears):
-            self.clear()
-            return False
-        version = parameter_versions(linears)
-        if version != self.version:
-            for pack in self.packs:
-                pack.refresh()
-            self.version = version
-        return True
-
-    def clear(self):
         if self.version is not None:
-            for pack in self.packs:
-                pack.clear()
-            self.version = None
+            self.version = self.weight = self.bias = None
+
+    def __call__(self, x):
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+    def __reduce__(self):  # a copied or pickled model builds its own copy on its first decode step
+        return PackedCopy, ()
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same checkpoint names) whose CPU decode steps run on faster kernels
+    (see decode_path): "split" for one fp32 row, "packed" for several rows and for bf16. A packed copy
+    is built on the first such step, rebuilt when the weight changes and dropped by a forward with
+    gradients on. Sibling layers that read the same input (q/k/v, gate/up; see link_sibling_linears)
+    share one packed copy and one matmul."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.packed = PackedCopy()
+        self.siblings = None
+
+    def forward(self, x):
+        siblings = self.siblings
+        if siblings is not None and siblings.input is x:
+            out = siblings.outputs.pop(self, None)  # computed by a sibling's call on this same input
+            if out is not None:
+                return out
+        params = self._parameters  # not self.weight: nn.Module.__getattr__ is slow for every call of a step
+        path = decode_path(x, params["weight"])
+        if path == "split":
+            return split_rows_linear(x, params["weight"], params["bias"])
+        if path == "packed":
+            if siblings is not None:
+                out = siblings.output(self, x)
+                if out is not None:
+                    return out
+            self.packed.refresh([self])
+            return self.packed(x)
+        if torch.is_grad_enabled():  # training: a packed copy would only hold memory until the next decode step
+            self.packed.clear()
+            if siblings is not None:
+                siblings.packed.clear()
+        return F.linear(x, params["weight"], params["bias"])
+
+
+class SiblingLinears:
+    """Linear layers of one module that read the same input (q_proj, k_proj, v_proj): on a packed decode
+    step the first of them called computes all their outputs in one matmul and keeps the others' until
+    they are called with that same input. The layers are looked up on the owner by name each time, so
+    a layer replaced there (an adapter wrapping it, say) is seen: the others then run alone."""
+
+    def __init__(self, owner: nn.Module, names: tuple):
+        self.owner, self.names = owner, names
+        self.lookup = operator.itemgetter(*names)  # the layers, from the owner's _modules
+        self.packed = PackedCopy()
+        self.layers, self.input, self.outputs = None, None, {}
+
+    def __reduce__(self):
+        return SiblingLinears, (self.owner, self.names)
+
+    def output(self, layer: Linear, x):
+        """layer(x) from the shared matmul, or None when the siblings cannot share one any more."""
+        layers = self.lookup(self.owner._modules)
+        if layers != self.layers:  # the first call, or a sibling was replaced on the owner
+            if layer not in layers or not all(type(sibling) is Linear for sibling in layers):
+                self.packed.clear()
+                return None
+            self.layers = layers
+        self.packed.refresh(layers)
+        self.input, self.outputs = x, dict(zip(layers, self.packed(x).split_with_sizes(self.packed.splits, dim=-1)))
+        return self.outputs.pop(layer)
+
+
+# Names of sibling linear layers in Hugging Face decoders: they read the same input.
+SIBLING_LINEAR_NAMES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def link_sibling_linears(model: nn.Module):
+    """Let each group of sibling Linear layers in `model` share one packed copy on decode steps."""
+    for module in model.modules():
+        for names in SIBLING_LINEAR_NAMES:
+            layers = [module._modules.get(name) for name in names]
+            if all(type(layer) is Linear for layer in layers):
+                siblings = SiblingLinears(module, names)
+                for layer in layers:
+                    layer.siblings = siblings
 
 
 # -- rotary position embedding -------------------------------------------------------
@@ -273,10 +321,12 @@ def cached_attention(q, k, v, mask, cache, layer_idx: int, output_attentions: bo
     are appended to the cache. Returns (output (B, T, H * D) in q's dtype, weights (B, H, T, S) or None).
 
     In bf16 inference on CPU, keys and values are cached and attended in fp32: torch's bf16 attention
-    kernel there costs ~76 us a layer per decode step against ~30 in fp32.
+    kernel there costs ~76 us a layer per decode step against ~30 in fp32. A cache's buffers take the
+    dtype of the first keys it holds; later ones are converted as they are copied in.
     """
     dtype = q.dtype
-    if dtype == torch.bfloat16 and q.device.type == "cpu" and not torch.is_grad_enabled():
+    if (dtype == torch.bfloat16 and q.is_cpu and not torch.is_grad_enabled()
+            and (cache is None or cache.get_seq_length(layer_idx) == 0)):
         k, v = k.float(), v.float()
     if cache is not None:
         k, v = cache.update(layer_idx, k, v)

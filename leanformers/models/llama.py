@@ -4,15 +4,13 @@ Reads top to bottom: config, blocks (attention, MLP, decoder layer), base model,
 Parameter names are the Hugging Face checkpoint names.
 """
 
-import torch
 from torch import nn
 
 from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (PackedLinears, PackedWeights, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask,
-                     cached_attention, causal_lm_loss, decode_path, get_activation, keep_last, linear,
-                     run_decoder_layers, start_decoder_forward)
+from .layers import (Linear, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask, cached_attention,
+                     causal_lm_loss, get_activation, keep_last, run_decoder_layers, start_decoder_forward)
 from .outputs import CausalLMOutputWithPast
 
 
@@ -71,44 +69,32 @@ class LlamaAttention(nn.Module):
         self.head_dim = config.head_dim
         self.dropout = config.attention_dropout
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
-        self.packed_qkv = PackedLinears(self, "q_proj", "k_proj", "v_proj")
-        self.packed_o = PackedLinears(self, "o_proj")
+        self.q_proj = Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False, path=None):
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if path == "packed":  # one matmul for q, k, v, and one rotation for q and k together
-            qk, v = self.packed_qkv(x, split=False).split([(H + Hkv) * D, Hkv * D], dim=-1)
-            q, k = apply_rotary(qk.view(B, T, H + Hkv, D), cos, sin).split([H, Hkv], dim=2)
-        else:
-            q = apply_rotary(linear(self.q_proj, x, path).view(B, T, H, D), cos, sin)  # (B, T, H, D)
-            k = apply_rotary(linear(self.k_proj, x, path).view(B, T, Hkv, D), cos, sin)  # (B, T, Hkv, D)
-            v = linear(self.v_proj, x, path)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, Hkv, D).transpose(1, 2)  # (B, H, T, D)
+        q = apply_rotary(self.q_proj(x).view(B, T, H, D), cos, sin).transpose(1, 2)  # (B, H, T, D)
+        k = apply_rotary(self.k_proj(x).view(B, T, Hkv, D), cos, sin).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         out, weights = cached_attention(q, k, v, mask, cache, self.layer_idx, output_attentions,
                                         dropout=self.dropout if self.training else 0.0)  # (B, T, H * D)
-        return (self.packed_o(out) if path == "packed" else linear(self.o_proj, out, path)), weights
+        return self.o_proj(out), weights
 
 
 class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act = get_activation(config.hidden_act)
-        self.packed_gate_up = PackedLinears(self, "gate_proj", "up_proj")
-        self.packed_down = PackedLinears(self, "down_proj")
 
-    def forward(self, x, path=None):
-        if path == "packed":
-            gate, up = self.packed_gate_up(x)
-            return self.packed_down(self.act(gate) * up)
-        return linear(self.down_proj, self.act(linear(self.gate_proj, x, path)) * linear(self.up_proj, x, path), path)
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -119,11 +105,10 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, output_attentions=False, path=None):
-        """path: how the linear layers run (see decode_path)."""
-        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions, path)
+    def forward(self, x, cos, sin, mask, cache, output_attentions=False):
+        attn_out, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, output_attentions)
         x = x + attn_out
-        return x + self.mlp(self.post_attention_layernorm(x), path), weights
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -140,8 +125,6 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
-        self.packed_weights = PackedWeights([pack for layer in self.layers for pack in (
-            layer.self_attn.packed_qkv, layer.self_attn.packed_o, layer.mlp.packed_gate_up, layer.mlp.packed_down)])
         self.post_init()
 
     def get_input_embeddings(self):
@@ -158,24 +141,15 @@ class LlamaModel(LlamaPreTrainedModel):
         T = inputs_embeds.shape[1]
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device)
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
-
-        x = inputs_embeds
-        path = decode_path(x, cache)
-        if path == "packed" and not self.packed_weights.refresh():
-            path = None
-        elif path is None and torch.is_grad_enabled():
-            self.packed_weights.clear()  # training: the copies would only hold memory until the next decode
-        return run_decoder_layers(self.layers, x, self.norm, cache, output_hidden_states, output_attentions,
-                                  lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions, path))
+        return run_decoder_layers(self.layers, inputs_embeds, self.norm, cache, output_hidden_states, output_attentions,
+                                  lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = LlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.packed_lm_head = PackedLinears(self, "lm_head")
-        self.model.packed_weights.add(self.packed_lm_head)  # refreshed with the others by self.model's forward
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -188,11 +162,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                          past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_attentions=output_attentions)
-        hidden = keep_last(out.last_hidden_state, logits_to_keep)
-        path = decode_path(out.last_hidden_state, out.cache)
-        if path == "packed" and self.packed_lm_head.version is None:  # the model's layers were not packed
-            path = None
-        logits = self.packed_lm_head(hidden) if path == "packed" else linear(self.lm_head, hidden, path)
+        logits = self.lm_head(keep_last(out.last_hidden_state, logits_to_keep))
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
