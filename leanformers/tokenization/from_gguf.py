@@ -106,7 +106,12 @@ def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
                     for t, k in zip(tokens, types) if k == GGUF_TOKEN_USER_DEFINED])
 
-    config = {"add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+    return tok, gguf_tokenizer_config(meta, tokens, add_bos_default=False)
+
+
+def gguf_tokenizer_config(meta: dict, tokens: list[str], add_bos_default: bool) -> dict:
+    """The tokenizer_config settings a GGUF file's metadata holds: BOS/EOS adding, special tokens, chat template."""
+    config = {"add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
               "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
               "tokenizer_class": "PreTrainedTokenizerFast"}
     for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
@@ -116,7 +121,7 @@ def tokenizer_from_gguf(path) -> tuple[Tokenizer, dict]:
             config[name] = tokens[token_id]
     if meta.get("tokenizer.chat_template"):
         config["chat_template"] = meta["tokenizer.chat_template"]
-    return tok, config
+    return config
 
 
 def spm_tokenizer_from_gguf(meta: dict, path) -> tuple[Tokenizer, dict]:
@@ -134,16 +139,7 @@ def spm_tokenizer_from_gguf(meta: dict, path) -> tuple[Tokenizer, dict]:
     backend = spm_backend(tokens, [float(s) for s in scores], types, unk_id,
                           add_dummy_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)))
     # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise.
-    config = {"add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", True)),
-              "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
-              "tokenizer_class": "PreTrainedTokenizerFast"}
-    for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
-                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
-        token_id = meta.get(f"tokenizer.ggml.{key}")
-        if token_id is not None and 0 <= token_id < len(tokens):
-            config[name] = tokens[token_id]
+    config = gguf_tokenizer_config(meta, tokens, add_bos_default=True)
     if config.get("unk_token") is None and unk_id is not None:
         config["unk_token"] = tokens[unk_id]
-    if meta.get("tokenizer.chat_template"):
-        config["chat_template"] = meta["tokenizer.chat_template"]
     return backend, config
