@@ -1,11 +1,13 @@
-"""The `leanformers` command: chat, generate, convert.
+"""The `leanformers` command: chat, generate, convert, eval.
 
     leanformers chat [--model M] [--system TEXT] [--max-new-tokens N] [--temperature T]
     leanformers generate --prompt TEXT [--model M] [--max-new-tokens N] [--temperature T]
     leanformers convert FILE.gguf OUT_DIR
+    leanformers eval --data FILE [--model M] [--format text|prompt-completion|messages] [--max-length N]
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -108,6 +110,46 @@ def convert(args):
     return 0
 
 
+def eval_examples(args, tokenizer) -> list[dict]:
+    """The file as model inputs with labels: text cut into blocks, or JSONL examples tokenized by the
+    fine-tuning recipes (loss on the completion / the assistant turns only)."""
+    from .data import load_dataset
+    from .data.sft import chat_dataset, prompt_completion_dataset
+    from .training.evaluation import text_blocks
+
+    path = Path(args.data)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if args.format == "text":
+        texts = load_dataset("text", data_files=str(path), split="train")["text"]
+        return [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
+                for ids in text_blocks(texts, tokenizer, args.max_length)]
+    rows = load_dataset("json", data_files=str(path), split="train")
+    fields = ("prompt", "completion") if args.format == "prompt-completion" else ("messages",)
+    if any(field not in rows.column_names for field in fields):
+        raise ValueError(f"{path}: --format {args.format} needs {' and '.join(fields)} in every line; the file has "
+                         f"{', '.join(rows.column_names) or 'no fields'}")
+    recipe = prompt_completion_dataset if args.format == "prompt-completion" else chat_dataset
+    return list(recipe(rows, tokenizer, max_length=args.max_length))
+
+
+def evaluate(args):
+    """Print the mean loss per predicted token and the perplexity of the model over a file."""
+    from torch.utils.data import DataLoader
+
+    from .data import DataCollatorForSeq2Seq
+    from .training.evaluation import mean_token_loss
+
+    tokenizer, model = load(args.model)
+    examples = eval_examples(args, tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by attention_mask and -100 labels
+    batches = DataLoader(examples, batch_size=args.batch_size, collate_fn=DataCollatorForSeq2Seq(tokenizer))
+    loss, tokens = mean_token_loss(model, batches)
+    print(f"mean loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({tokens} tokens, {len(examples)} examples)")
+    return 0
+
+
 def add_sampling_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -116,7 +158,7 @@ def add_sampling_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate and convert with leanformers.")
+    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate, convert and evaluate with leanformers.")
     commands = parser.add_subparsers(dest="command", required=True)
     chat_parser = commands.add_parser("chat", help="interactive chat (reads one message per line from a pipe)")
     add_sampling_arguments(chat_parser)
@@ -131,7 +173,21 @@ def build_parser():
     convert_parser.add_argument("gguf_file")
     convert_parser.add_argument("out_dir")
     convert_parser.set_defaults(run=convert)
+    eval_parser = commands.add_parser("eval", help="mean loss and perplexity of a model over a text or JSONL file")
+    eval_parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
+    eval_parser.add_argument("--data", required=True, help="a text file, or JSONL of prompt/completion or messages")
+    eval_parser.add_argument("--format", choices=["text", "prompt-completion", "messages"], default="text")
+    eval_parser.add_argument("--max-length", type=positive_int, default=512, help="tokens per block or example")
+    eval_parser.add_argument("--batch-size", type=positive_int, default=4)
+    eval_parser.set_defaults(run=evaluate)
     return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv=None):

@@ -75,3 +75,74 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     assert result.returncode != 0 and "--max-new-tokens must be at least 1" in result.stderr
     result = run_cli("generate", "--prompt", "x", "--model", str(tmp_path / "nowhere"))
     assert result.returncode == 1 and "nowhere does not exist" in result.stderr
+
+
+def printed_loss(result) -> tuple[float, float, int]:
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    return float(words[words.index("loss") + 1]), float(words[words.index("perplexity") + 1]), int(words[5].lstrip("("))
+
+
+def oracle_mean_loss(ref, rows) -> tuple[float, int]:
+    """transformers' model over (input_ids, labels) rows, one at a time: token-weighted mean loss."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, labels in rows:
+            n = sum(1 for label in labels[1:] if label != -100)
+            loss = ref(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+            total += loss.item() * n
+            count += n
+    return total / count, count
+
+
+def test_eval_text_file_loss_and_perplexity_match_transformers(smollm2_pair, smollm2_gguf, tmp_path):
+    ref, _ = smollm2_pair
+    lines = ["The cat sat on the mat.", "", "Water boils at one hundred degrees Celsius at sea level.",
+             "Paris is the capital of France, and Rome is the capital of Italy."]
+    (tmp_path / "eval.txt").write_text("\n".join(lines) + "\n")
+    loss, perplexity, tokens = printed_loss(run_cli("eval", "--data", str(tmp_path / "eval.txt"), "--max-length", "12",
+                                                    "--batch-size", "2"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    stream = []
+    for line in lines:
+        if line:
+            stream += tokenizer(line, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    blocks = [stream[i:i + 12] for i in range(0, len(stream), 12)]
+    expected, count = oracle_mean_loss(ref, [(b, b) for b in blocks if len(b) > 1])
+    assert tokens == count
+    assert loss == pytest.approx(expected, abs=2e-4)
+    assert perplexity == pytest.approx(torch.tensor(expected).exp().item(), rel=1e-3)
+
+
+def test_eval_prompt_completion_scores_only_the_completions_like_transformers(smollm2_pair, smollm2_gguf, tmp_path):
+    import json
+
+    ref, _ = smollm2_pair
+    examples = [{"prompt": "What is the capital of France?", "completion": " Paris."},
+                {"prompt": "Two plus two is", "completion": " four, as everyone knows."}]
+    (tmp_path / "pc.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    loss, _, tokens = printed_loss(run_cli("eval", "--data", str(tmp_path / "pc.jsonl"), "--format", "prompt-completion"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    rows = []
+    for e in examples:
+        prompt = tokenizer(e["prompt"])["input_ids"]
+        completion = tokenizer(e["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt + completion, [-100] * len(prompt) + completion))
+    expected, count = oracle_mean_loss(ref, rows)
+    assert tokens == count == sum(len(labels) - labels.count(-100) for _, labels in rows)
+    assert loss == pytest.approx(expected, abs=2e-4)
+
+
+def test_eval_bad_input_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "completion": " b"}\n[1, 2]\n')
+    result = run_cli("eval", "--data", str(tmp_path / "bad.jsonl"), "--format", "prompt-completion")
+    assert result.returncode == 1 and "bad.jsonl, line 2: expected a JSON object per line, got list" in result.stderr
+    (tmp_path / "pc.jsonl").write_text('{"prompt": "a", "completion": " b"}\n')
+    result = run_cli("eval", "--data", str(tmp_path / "pc.jsonl"), "--format", "messages")
+    assert result.returncode == 1 and "--format messages needs messages in every line; the file has prompt, completion" \
+        in result.stderr
+    result = run_cli("eval", "--data", str(tmp_path / "missing.txt"))
+    assert result.returncode == 1 and "missing.txt does not exist" in result.stderr
+    result = run_cli("eval", "--data", str(tmp_path / "pc.jsonl"), "--max-length", "0")
+    assert result.returncode == 2 and "--max-length: must be at least 1, got 0" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "pc.jsonl"]  # nothing written
