@@ -2,6 +2,7 @@
 adapter loads over ours, only the adapters train, merging keeps the logits, decoding through the cache
 with unmerged adapters follows the full forward, and bad adapters are refused clearly."""
 
+import copy
 import json
 
 import peft
@@ -80,6 +81,8 @@ def test_lora_merge_keeps_the_logits_and_loads_in_transformers(adapted, tmp_path
     ids = random_ids(2, 8, seed=6)
     with torch.no_grad():
         expected = model.eval()(input_ids=ids).logits
+        assert model.config.num_hidden_layers == 2  # attributes reach the wrapped model
+        torch.testing.assert_close(copy.deepcopy(model)(input_ids=ids).logits, expected, atol=0, rtol=0)
     merged = model.merge_and_unload()
     assert type(merged) is LlamaForCausalLM and "lora" not in " ".join(n for n, _ in merged.named_parameters())
     with torch.no_grad():

@@ -193,3 +193,19 @@ def test_seed_hand_written_loop_runs_with_leanformers_imports_and_matches_transf
         assert a == pytest.approx(b, abs=1e-4), f"loss at step {step}"
     assert losses[-1] < losses[0]  # it learned
     assert rates[0] == 3e-4
+
+
+def test_mean_token_loss_weights_by_tokens_and_keeps_the_training_mode(llama_checkpoint):
+    from leanformers import LlamaForCausalLM
+    from leanformers.training.evaluation import mean_token_loss
+
+    ref, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder).train()
+    short, long = torch.randint(0, 128, (1, 4)), torch.randint(0, 128, (1, 11))
+    with torch.no_grad():  # the oracle: transformers' mean losses, weighted by their 3 and 10 predictions
+        expected = (ref(input_ids=short, labels=short).loss * 3 + ref(input_ids=long, labels=long).loss * 10) / 13
+    loss, count = mean_token_loss(model, [{"input_ids": short, "labels": short}, {"input_ids": long, "labels": long}])
+    assert count == 13 and loss == pytest.approx(expected.item(), abs=1e-5)
+    assert model.training
+    with pytest.raises(ValueError, match="no token to score"):
+        mean_token_loss(model, [{"input_ids": short, "labels": torch.full_like(short, -100)}])

@@ -19,7 +19,8 @@ def text_blocks(texts, tokenizer, block_size: int) -> list[list[int]]:
     stream = []
     for ids in tokenizer([t for t in texts if t.strip()], add_special_tokens=False)["input_ids"]:
         stream += ids + [tokenizer.eos_token_id]
-    return [stream[i:i + block_size] for i in range(0, len(stream), block_size) if len(stream[i:i + block_size]) > 1]
+    blocks = [stream[i:i + block_size] for i in range(0, len(stream), block_size)]
+    return [block for block in blocks if len(block) > 1]  # a lone last token predicts nothing
 
 
 def summed_token_loss(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,13 +33,17 @@ def summed_token_loss(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
 def mean_token_loss(model, batches) -> tuple[float, int]:
     """Token-weighted mean loss of a causal LM over batches holding input_ids, attention_mask and labels."""
     total, count = torch.zeros((), dtype=torch.float64), 0
+    was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        for batch in batches:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-            loss, n = summed_token_loss(logits, batch["labels"])
-            total += loss.double()
-            count += int(n)
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+                loss, n = summed_token_loss(logits, batch["labels"])
+                total += loss.double()
+                count += int(n)
+    finally:
+        model.train(was_training)
     if count == 0:
         raise ValueError("no token to score: every label is -100 (or the data is empty)")
     return float(total / count), count

@@ -140,6 +140,8 @@ class PeftModel(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "base_model":  # not set yet (a copy being built): nothing to fall back on
+                raise
             return getattr(self.base_model, name)
 
     def forward(self, *args, **kwargs):
