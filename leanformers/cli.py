@@ -114,16 +114,15 @@ def eval_examples(args, tokenizer) -> list[dict]:
     """The file as model inputs with labels: text cut into blocks, or JSONL examples tokenized by the
     fine-tuning recipes (loss on the completion / the assistant turns only)."""
     from .data import load_dataset
-    from .data.sft import chat_dataset, prompt_completion_dataset
-    from .training.evaluation import text_blocks
+    from .data.sft import chat_dataset, group_texts, prompt_completion_dataset
 
     path = Path(args.data)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     if args.format == "text":
-        texts = load_dataset("text", data_files=str(path), split="train")["text"]
-        return [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
-                for ids in text_blocks(texts, tokenizer, args.max_length)]
+        texts = [text for text in load_dataset("text", data_files=str(path), split="train")["text"] if text.strip()]
+        blocks = group_texts({"text": texts}, tokenizer, args.max_length, keep_remainder=True)
+        return [dict(zip(blocks, row, strict=True)) for row in zip(*blocks.values(), strict=True)]
     rows = load_dataset("json", data_files=str(path), split="train")
     fields = ("prompt", "completion") if args.format == "prompt-completion" else ("messages",)
     if any(field not in rows.column_names for field in fields):

@@ -28,14 +28,15 @@ def _eos_id(tokenizer) -> int:
 
 
 # -- (a) raw text -> blocks -------------------------------------------------------------------------------
-def group_texts(batch: dict, tokenizer, block_size: int, text_column: str = "text") -> dict:
-    """One batch of documents -> blocks of block_size tokens; EOS after each document, remainder dropped."""
+def group_texts(batch: dict, tokenizer, block_size: int, text_column: str = "text", keep_remainder: bool = False) -> dict:
+    """One batch of documents -> blocks of block_size tokens; EOS after each document, the remainder
+    dropped (or, with keep_remainder, kept as a shorter last block: evaluation scores every token)."""
     eos = _eos_id(tokenizer)
     ids = []
     for ids_of_doc in tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]:
         ids.extend(ids_of_doc)
         ids.append(eos)
-    usable = len(ids) // block_size * block_size
+    usable = len(ids) if keep_remainder else len(ids) // block_size * block_size
     blocks = [ids[i:i + block_size] for i in range(0, usable, block_size)]
     return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks],
             "labels": [list(b) for b in blocks]}

@@ -420,9 +420,15 @@ def keep_last(hidden, logits_to_keep):
     return hidden[:, logits_to_keep]
 
 
-def causal_lm_loss(logits, labels, ignore_index: int = -100):
-    """Mean cross-entropy of each position predicting the next label; -100 labels are ignored."""
+def next_token_labels(labels, ignore_index: int = -100):
+    """labels (B, T) shifted one place left: what each position predicts; the last predicts nothing."""
+    return F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+
+
+def causal_lm_loss(logits, labels, ignore_index: int = -100, reduction: str = "mean"):
+    """Cross-entropy of each position predicting the next label (mean, or sum); -100 labels are ignored."""
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
-    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index)
+    shifted = next_token_labels(labels, ignore_index)
+    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index,
+                           reduction=reduction)

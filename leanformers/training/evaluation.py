@@ -6,28 +6,15 @@ would), not by the example.
 """
 
 import torch
-import torch.nn.functional as F
 
 from ..data.collators import IGNORE_INDEX
-
-
-def text_blocks(texts, tokenizer, block_size: int) -> list[list[int]]:
-    """Documents -> one stream of ids (EOS after each non-empty document) cut into blocks of block_size;
-    the last block may be shorter, so every token is scored."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token to put between documents")
-    stream = []
-    for ids in tokenizer([t for t in texts if t.strip()], add_special_tokens=False)["input_ids"]:
-        stream += ids + [tokenizer.eos_token_id]
-    blocks = [stream[i:i + block_size] for i in range(0, len(stream), block_size)]
-    return [block for block in blocks if len(block) > 1]  # a lone last token predicts nothing
+from ..models.layers import causal_lm_loss, next_token_labels
 
 
 def summed_token_loss(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token cross-entropy, number of scored positions) for logits (B, T, V), labels (B, T)."""
-    shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
-    loss = F.cross_entropy(logits.float().flatten(0, 1), shifted.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, (shifted != IGNORE_INDEX).sum()
+    loss = causal_lm_loss(logits, labels, IGNORE_INDEX, reduction="sum")
+    return loss, (next_token_labels(labels, IGNORE_INDEX) != IGNORE_INDEX).sum()
 
 
 def mean_token_loss(model, batches) -> tuple[float, int]:
