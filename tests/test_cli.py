@@ -95,21 +95,23 @@ def oracle_mean_loss(ref, rows) -> tuple[float, int]:
     return total / count, count
 
 
-def test_eval_text_file_loss_and_perplexity_match_transformers(smollm2_pair, smollm2_gguf, tmp_path):
+@pytest.mark.parametrize("max_length", [10, 512])  # several blocks, the last shorter; one short block
+def test_eval_text_file_loss_and_perplexity_match_transformers(smollm2_pair, smollm2_gguf, tmp_path, max_length):
     ref, _ = smollm2_pair
     lines = ["The cat sat on the mat.", "", "Water boils at one hundred degrees Celsius at sea level.",
              "Paris is the capital of France, and Rome is the capital of Italy."]
     (tmp_path / "eval.txt").write_text("\n".join(lines) + "\n")
-    loss, perplexity, tokens = printed_loss(run_cli("eval", "--data", str(tmp_path / "eval.txt"), "--max-length", "12",
-                                                    "--batch-size", "2"))
+    loss, perplexity, tokens = printed_loss(run_cli("eval", "--data", str(tmp_path / "eval.txt"), "--max-length",
+                                                    str(max_length), "--batch-size", "2"))
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     stream = []
     for line in lines:
         if line:
             stream += tokenizer(line, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    blocks = [stream[i:i + 12] for i in range(0, len(stream), 12)]
+    assert len(stream) % max_length  # the last block is shorter than the others
+    blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
     expected, count = oracle_mean_loss(ref, [(b, b) for b in blocks if len(b) > 1])
-    assert tokens == count
+    assert tokens == count == len(stream) - len(blocks)
     assert loss == pytest.approx(expected, abs=2e-4)
     assert perplexity == pytest.approx(torch.tensor(expected).exp().item(), rel=1e-3)
 

@@ -38,7 +38,7 @@ def group_texts(batch: dict, tokenizer, block_size: int, text_column: str = "tex
         ids.append(eos)
     usable = len(ids) if keep_remainder else len(ids) // block_size * block_size
     blocks = [ids[i:i + block_size] for i in range(0, usable, block_size)]
-    return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks],
+    return {"input_ids": blocks, "attention_mask": [[1] * len(block) for block in blocks],
             "labels": [list(b) for b in blocks]}
 
 
