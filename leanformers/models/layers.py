@@ -84,7 +84,7 @@ def split_rows_linear(x, weight, bias):
     out_features, in_features = weight.shape
     if blocks == 1 or out_features % blocks:
         return F.linear(x, weight, bias)
-    y = torch.matmul(x.view(1, 1, in_features), weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
+    y = torch.matmul(x.reshape(1, 1, in_features), weight.view(blocks, -1, in_features).mT)  # (blocks, 1, out/blocks)
     y = y.view(1, 1, out_features)
     return y if bias is None else y.add_(bias)
 
@@ -420,15 +420,10 @@ def keep_last(hidden, logits_to_keep):
     return hidden[:, logits_to_keep]
 
 
-def next_token_labels(labels, ignore_index: int = -100):
-    """labels (B, T) shifted one place left: what each position predicts; the last predicts nothing."""
-    return F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-
-
 def causal_lm_loss(logits, labels, ignore_index: int = -100, reduction: str = "mean"):
     """Cross-entropy of each position predicting the next label (mean, or sum); -100 labels are ignored."""
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
-    shifted = next_token_labels(labels, ignore_index)
+    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index,
                            reduction=reduction)
