@@ -420,10 +420,19 @@ def keep_last(hidden, logits_to_keep):
     return hidden[:, logits_to_keep]
 
 
-def causal_lm_loss(logits, labels, ignore_index: int = -100, reduction: str = "mean"):
-    """Cross-entropy of each position predicting the next label (mean, or sum); -100 labels are ignored."""
+def causal_lm_loss(logits, labels, ignore_index: int = -100, reduction: str = "mean", num_items_in_batch=None):
+    """Cross-entropy of each position predicting the next label (mean, or sum); -100 labels are ignored.
+
+    With num_items_in_batch (the Trainer's count of scored tokens over a whole accumulated batch) the
+    sum is divided by it, so the micro-batches' gradients add up to the large batch's.
+    """
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(logits.shape[:-1])}")
     shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    return F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index,
+    if num_items_in_batch is not None:
+        reduction = "sum"
+    loss = F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten().to(logits.device), ignore_index=ignore_index,
                            reduction=reduction)
+    if num_items_in_batch is not None:
+        loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+    return loss
