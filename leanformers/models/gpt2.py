@@ -11,7 +11,7 @@ from torch import nn
 from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
-from .layers import (build_attention_mask, cached_attention, causal_lm_loss, get_activation, keep_last,
+from .layers import (build_attention_mask, cached_attention, causal_lm_head, get_activation,
                      run_decoder_layers, start_decoder_forward)
 from .outputs import CausalLMOutputWithPast
 
@@ -166,13 +166,13 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
                 output_attentions=None, logits_to_keep=0, return_dict=None, cache=None, num_items_in_batch=None,
-                **kwargs):
+                skip_logits=False, **kwargs):
         out = self.transformer(input_ids=input_ids, past_key_values=past_key_values, cache=cache,
                                attention_mask=attention_mask, token_type_ids=token_type_ids,
                                position_ids=position_ids, inputs_embeds=inputs_embeds, use_cache=use_cache,
                                output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        logits = self.lm_head(keep_last(out.last_hidden_state, logits_to_keep))  # (B, T, V)
-        loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch) if labels is not None else None
+        loss, logits = causal_lm_head(self.lm_head, out.last_hidden_state, labels, logits_to_keep, num_items_in_batch,
+                                      skip_logits)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 

@@ -10,7 +10,7 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
 from .layers import (Linear, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask, cached_attention,
-                     causal_lm_loss, get_activation, keep_last, run_decoder_layers, start_decoder_forward)
+                     causal_lm_head, get_activation, run_decoder_layers, start_decoder_forward)
 from .outputs import CausalLMOutputWithPast
 
 
@@ -158,13 +158,13 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
                 output_attentions=None, logits_to_keep=0, return_dict=None, cache=None, num_items_in_batch=None,
-                **kwargs):
+                skip_logits=False, **kwargs):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_attentions=output_attentions)
-        logits = self.lm_head(keep_last(out.last_hidden_state, logits_to_keep))
-        loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch) if labels is not None else None
+        loss, logits = causal_lm_head(self.lm_head, out.last_hidden_state, labels, logits_to_keep, num_items_in_batch,
+                                      skip_logits)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
