@@ -1,7 +1,7 @@
 """One training step against transformers: the loss and every gradient, from the plain forward (logits, then
 the loss) and from skip_logits=True (the loss a block of rows at a time, no logits), with -100 labels and
-num_items_in_batch; LoRA's against peft; and linear_cross_entropy's hand-written backward pass against
-autograd's own."""
+num_items_in_batch; LoRA's against peft; and the hand-written backward passes (linear_cross_entropy,
+RMSNorm, the gated MLP's down projection) against autograd's own."""
 
 import copy
 
@@ -161,6 +161,35 @@ def test_linear_cross_entropy_with_no_scored_label_and_a_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward twice"):
         loss.backward()
+
+
+def backward_results(fn, inputs, trains, grad):
+    """fn's output and its inputs' gradients, each input trained when `trains(i)` says so."""
+    inputs = [t.clone().requires_grad_(trains(i)) for i, t in enumerate(inputs)]
+    out = fn(*inputs)
+    out.backward(grad)
+    return [out, *(t.grad for t in inputs)]
+
+
+@pytest.mark.parametrize("trains", ["all", "inputs", "weights"])
+def test_rms_norm_and_silu_gated_linear_backward_match_autograd(trains):
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, 5, 16, generator=generator), torch.rand(16, generator=generator) + 0.5
+    grad = torch.randn(2, 5, 16, generator=generator)
+    is_trained = {"all": lambda i: True, "inputs": lambda i: i == 0, "weights": lambda i: i == 1}[trains]
+    expected = backward_results(lambda x, w: F.rms_norm(x, w.shape, w, 1e-6), [x, weight], is_trained, grad)
+    got = backward_results(lambda x, w: layers.RMSNormFunction.apply(x, w, 1e-6), [x, weight], is_trained, grad)
+    for got_tensor, expected_tensor in zip(got, expected, strict=True):
+        torch.testing.assert_close(got_tensor, expected_tensor, atol=1e-5, rtol=1e-4)
+
+    gate, up = torch.randn(2, 5, 24, generator=generator), torch.randn(2, 5, 24, generator=generator)
+    down, bias = torch.randn(16, 24, generator=generator), torch.randn(16, generator=generator)
+    is_trained = {"all": lambda i: True, "inputs": lambda i: i < 2, "weights": lambda i: i >= 2}[trains]
+    inputs = [gate, up, down, bias]
+    expected = backward_results(lambda g, u, w, b: F.linear(F.silu(g) * u, w, b), inputs, is_trained, grad)
+    got = backward_results(layers.SiluGatedLinear.apply, inputs, is_trained, grad)
+    for got_tensor, expected_tensor in zip(got, expected, strict=True):
+        torch.testing.assert_close(got_tensor, expected_tensor, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.slow

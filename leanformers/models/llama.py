@@ -10,7 +10,7 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
 from .layers import (Linear, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask, cached_attention,
-                     causal_lm_head, get_activation, run_decoder_layers, start_decoder_forward)
+                     causal_lm_head, gated_mlp, get_activation, run_decoder_layers, start_decoder_forward)
 from .outputs import CausalLMOutputWithPast
 
 
@@ -94,7 +94,7 @@ class LlamaMLP(nn.Module):
         self.act = get_activation(config.hidden_act)
 
     def forward(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return gated_mlp(self.act, self.gate_proj(x), self.up_proj(x), self.down_proj)
 
 
 class LlamaDecoderLayer(nn.Module):
