@@ -504,3 +504,16 @@ def test_lora_training_saves_an_adapter_peft_loads(llama_checkpoint, tmp_path):
     ids = torch.tensor([rows(1)[0]])
     model.eval()
     torch.testing.assert_close(model(ids).logits, theirs(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_gradient_checkpointing_argument_trains_the_same(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    runs = []
+    for checkpointing in (False, True):
+        trainer = make_trainer(folder, tmp_path / str(checkpointing),
+                               args={"max_steps": 3, "logging_steps": 1, "gradient_checkpointing": checkpointing})
+        assert trainer.model.is_gradient_checkpointing == checkpointing
+        trainer.train()
+        runs.append(trainer)
+    for a, b in zip(train_losses(runs[0]), train_losses(runs[1]), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
