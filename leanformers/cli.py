@@ -118,6 +118,10 @@ def jsonl_rows(path: Path, fmt: str):
     from .data.sft import check_messages
 
     rows = load_dataset("json", data_files=str(path), split="train")
+    fields = ("prompt", "completion") if fmt == "prompt-completion" else ("messages",)
+    if not any(field in rows.column_names for field in fields):
+        raise ValueError(f"{path}: --format {fmt} needs {' and '.join(fields)} in every line; the file has "
+                         f"{', '.join(rows.column_names) or 'no fields'}")
     lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
     for line, row in zip(lines, rows, strict=True):
         try:

@@ -132,4 +132,8 @@ def test_train_bad_arguments(tiny_llama, tmp_path):
     result = run_cli("train", "--model", str(tiny_llama), "--data", str(tmp_path / "missing.txt"))
     assert result.returncode == 1 and "missing.txt does not exist" in result.stderr
     result = run_cli("train", "--model", str(tiny_llama), "--data", str(data), "--format", "messages")
-    assert result.returncode == 1 and "line 1" in result.stderr and "messages" in result.stderr
+    assert result.returncode == 1 and "--format messages needs messages in every line; the file has prompt, " \
+        "completion" in result.stderr
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = run_cli("train", "--model", str(tiny_llama), "--data", str(data), "--format", "messages")
+    assert result.returncode == 1 and "line 1: the conversation has no assistant message" in result.stderr
