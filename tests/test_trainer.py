@@ -373,6 +373,9 @@ def test_ddp_two_processes_give_the_losses_of_one(gpt2_folder, tmp_path):
         torch.testing.assert_close(y, x, atol=1e-5, rtol=0, msg=name)
     assert not list((tmp_path / "two").glob("checkpoint-*/rng_state.pth"))  # one RNG file per process
     assert len(list((tmp_path / "two" / "checkpoint-15").glob("rng_state_*.pth"))) == 2
+    one_process = run(no_dropout, tmp_path / "two", "--resume", wait=False)
+    _, err = one_process.communicate(timeout=120)
+    assert one_process.returncode == 1 and "was written by 2 process(es); resume it with the same number" in err
 
 
 # -- bad input --------------------------------------------------------------------------------------------
@@ -517,3 +520,86 @@ def test_gradient_checkpointing_argument_trains_the_same(llama_checkpoint, tmp_p
         runs.append(trainer)
     for a, b in zip(train_losses(runs[0]), train_losses(runs[1]), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
+
+
+def test_seed_gpt2_recipe_with_a_torch_dataset_matches_transformers(gpt2_folder, tmp_path):
+    """The seed's MyDset (a torch Dataset of equal-length blocks as tensors), no collator, no tokenizer."""
+    class MyDset(torch.utils.data.Dataset):
+        def __init__(self, data):
+            self.data = [{"input_ids": torch.tensor(d), "attention_mask": torch.ones(len(d), dtype=torch.int64),
+                          "labels": torch.tensor(d)} for d in data]
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, idx):
+            return self.data[idx]
+
+    generator = torch.Generator().manual_seed(1)
+    blocks = torch.randint(3, 128, (12, 16), generator=generator).tolist()
+    args = dict(learning_rate=1e-3, max_steps=4, per_device_train_batch_size=4, logging_steps=1, eval_strategy="steps",
+                eval_steps=2, save_strategy="no", train_sampling_strategy="sequential", **QUIET)
+    no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    histories = []
+    for lib in (transformers, leanformers):
+        model = lib.GPT2LMHeadModel.from_pretrained(gpt2_folder, **no_dropout)
+        if lib is transformers:
+            model.loss_type = "ForCausalLM"  # see run_both
+        trainer = lib.Trainer(model=model, args=lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), **args),
+                              train_dataset=MyDset(blocks[:8]), eval_dataset=MyDset(blocks[8:]))
+        trainer.train()
+        histories.append(trainer.state.log_history)
+    for key in ("loss", "eval_loss"):
+        want, have = ([e[key] for e in h if key in e] for h in histories)
+        assert len(have) == (4 if key == "loss" else 2)
+        np.testing.assert_allclose(have, want, atol=1e-4)
+
+
+def test_streamed_dataset_trains_like_the_same_rows_in_order(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    data = lm_data(16)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"input_ids": i, "labels": l}) + "\n"
+                            for i, l in zip(data["input_ids"], data["labels"], strict=True)))
+    streamed = leanformers.load_dataset("json", data_files=str(path), split="train", streaming=True)
+    runs = []
+    for name, dataset in (("streamed", streamed), ("in-memory", Dataset.from_dict(data))):
+        trainer = Trainer(AutoModelForCausalLM.from_pretrained(folder),
+                          TrainingArguments(str(tmp_path / name), max_steps=6, per_device_train_batch_size=2,
+                                            gradient_accumulation_steps=2, logging_steps=1, save_strategy="no",
+                                            train_sampling_strategy="sequential", **QUIET),
+                          train_dataset=dataset, data_collator=pad_collate)
+        trainer.train()
+        runs.append([e["loss"] for e in train_losses(trainer)])
+    assert len(runs[0]) == 6
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)  # 16 rows = 4 steps an epoch: the stream restarts
+    with pytest.raises(ValueError, match="iterable dataset with no length: set max_steps"):
+        Trainer(AutoModelForCausalLM.from_pretrained(folder), TrainingArguments(str(tmp_path / "x"), **QUIET),
+                train_dataset=streamed, data_collator=pad_collate).train()
+
+
+def test_preprocess_logits_for_metrics_matches_transformers(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    data = lm_data(6)
+    outputs = []
+    for lib, data_lib in ((transformers, datasets), (leanformers, leanformers)):
+        trainer = lib.Trainer(lib.AutoModelForCausalLM.from_pretrained(folder),
+                              lib.TrainingArguments(str(tmp_path / lib.__name__), per_device_eval_batch_size=4, **QUIET),
+                              data_collator=pad_collate,
+                              preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1))
+        outputs.append(trainer.predict(data_lib.Dataset.from_dict(data)))
+    want, have = outputs
+    real = want.label_ids != -100
+    assert have.predictions.shape == want.predictions.shape
+    np.testing.assert_array_equal(have.predictions[real], want.predictions[real])
+
+
+def test_report_to_tensorboard_follows_what_is_installed(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ValueError, match="needs the tensorboard package: pip install tensorboard"):
+            TrainingArguments(str(tmp_path), report_to="tensorboard")
+        assert TrainingArguments(str(tmp_path), report_to="all").report_to == []
+    else:
+        assert TrainingArguments(str(tmp_path), report_to="all").report_to == ["tensorboard"]

@@ -29,6 +29,8 @@ class TrainerState:
     is_world_process_zero: bool = True
     world_size: int = 1
     model_class: str | None = None  # refuses a resume into another model
+    epoch_index: int = 0  # where the data stands (the epoch, micro-batches of it trained on): resume goes on there
+    batches_in_epoch: int = 0
 
     def save_to_json(self, path):
         write_atomic(path, (json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n").encode())

@@ -320,7 +320,7 @@ class Trainer:
         if not hasattr(self.train_dataset, "__len__"):
             if args.max_steps <= 0:
                 raise ValueError("the train_dataset is an iterable dataset with no length: set max_steps")
-            return None, args.max_steps, args.max_steps
+            return None, 1, args.max_steps
         batches = len(self.train_batches(0))
         if batches == 0:
             raise ValueError(f"the train_dataset gives no batch ({len(self.train_dataset)} examples, "
@@ -344,7 +344,7 @@ class Trainer:
                                   eval_steps=args.steps_of("eval_steps", max_steps) if args.eval_steps else 0,
                                   save_steps=args.steps_of("save_steps", max_steps),
                                   train_batch_size=args.per_device_train_batch_size,
-                                  num_train_epochs=math.ceil(max_steps / updates_per_epoch),
+                                  num_train_epochs=math.ceil(max_steps / updates_per_epoch),  # a stream: a bound
                                   is_local_process_zero=args.should_save, is_world_process_zero=args.should_save,
                                   world_size=self.world_size, model_class=type(unwrap(self.model)).__name__)
         self.create_optimizer_and_scheduler(max_steps)
@@ -357,8 +357,7 @@ class Trainer:
         self.callback_handler.objects.update(optimizer=self.optimizer, lr_scheduler=self.lr_scheduler)
         self.tr_loss, self.last_logged_step = torch.zeros((), device=args.device), self.state.global_step
         self.total_loss, self.first_step, start = 0.0, self.state.global_step, time.time()
-        first_epoch, skip = divmod(self.state.global_step, updates_per_epoch)
-        skip *= args.gradient_accumulation_steps
+        first_epoch, skip = self.state.epoch_index, self.state.batches_in_epoch
         if rng is not None:
             set_rng_states(rng)
         self.start_log()
@@ -389,12 +388,17 @@ class Trainer:
         while self.state.global_step < self.state.max_steps:
             group = [batch for _, batch in zip(range(args.gradient_accumulation_steps), micro_batches)]
             if not group:
+                self.state.epoch_index, self.state.batches_in_epoch = epoch + 1, 0  # a stream ran out
                 break
             done += len(group)
+            finished = done == batches_per_epoch
+            self.state.epoch_index, self.state.batches_in_epoch = (epoch + 1, 0) if finished else (epoch, done)
             self.event("on_step_begin")
             self.optimizer_step(model, group, epoch + done / batches_per_epoch if batches_per_epoch else None, bar)
             if self.control.should_epoch_stop or self.control.should_training_stop or self.stop_requested():
                 break
+        if done == 0:
+            raise ValueError(f"the train_dataset gave no batch in epoch {epoch}: it is empty")
         self.control.should_epoch_stop = False
         self.state.epoch = float(epoch + 1) if batches_per_epoch and done == batches_per_epoch else self.state.epoch
         self.event("on_epoch_end")
