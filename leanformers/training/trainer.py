@@ -11,8 +11,6 @@ Data order is a function of (seed, epoch) alone: resuming rebuilds the epoch's b
 skips the ones already trained on, without loading or collating them again.
 """
 
-import inspect
-import json
 import math
 import signal
 import sys
@@ -21,7 +19,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -30,15 +27,16 @@ from tqdm.auto import tqdm
 
 from ..data.collators import DataCollatorWithPadding, default_data_collator
 from .arguments import TrainingArguments
+from .batches import (IndexedExamples, default_label_names, epoch_batches, forward_parameters, input_tokens,
+                      stream_batches, unwrap)
 from .callbacks import CallbackHandler, TrainerControl, TrainerState
-from .checkpoints import (check_checkpoint_model, last_checkpoint, load_model_weights, load_training_state,
-                          rotate_checkpoints, rng_states, save_rng_states, save_training_state, set_rng_states,
-                          write_checkpoint, ARGS_NAME, OPTIMIZER_NAME, STATE_NAME)
-from .lora import PeftModel
-from .optimization import get_scheduler, set_seed
+from .checkpoints import (ARGS_NAME, OPTIMIZER_NAME, STATE_NAME, check_checkpoint_model, last_checkpoint,
+                          load_model_weights, load_training_state, rotate_checkpoints, rng_states, save_rng_states,
+                          save_training_state, set_rng_states, write_checkpoint)
+from .evaluation import EvalPrediction, PredictionOutput, as_numpy, pad_and_concat
+from .optimization import get_scheduler, parameter_groups, set_seed
+from .reports import RunReports
 
-LOG_NAME = "trainer_log.jsonl"
-PLOT_NAME = "loss_curve.png"
 NOT_PREDICTIONS = ("loss", "cache", "past_key_values", "hidden_states", "attentions")
 
 
@@ -46,112 +44,6 @@ class TrainOutput(NamedTuple):
     global_step: int
     training_loss: float
     metrics: dict
-
-
-class EvalPrediction(NamedTuple):
-    """What compute_metrics receives: `logits, labels = eval_pred` works as in transformers."""
-    predictions: np.ndarray | tuple
-    label_ids: np.ndarray | tuple | None
-
-
-class PredictionOutput(NamedTuple):
-    predictions: np.ndarray | tuple
-    label_ids: np.ndarray | tuple | None
-    metrics: dict
-
-
-# -- small pure helpers -----------------------------------------------------------------------------------
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model under DistributedDataParallel and LoRA wrappers (whose forward() says what it takes)."""
-    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    return model.base_model if isinstance(model, PeftModel) else model
-
-
-def forward_parameters(model: nn.Module) -> set:
-    return {name for name, p in inspect.signature(unwrap(model).forward).parameters.items()
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-
-
-def default_label_names(model: nn.Module) -> list:
-    """transformers' rule: the forward arguments with 'label' in the name, or a QA head's two positions."""
-    params = forward_parameters(model)
-    if {"start_positions", "end_positions"} <= params:
-        return ["start_positions", "end_positions"]
-    return [name for name in inspect.signature(unwrap(model).forward).parameters if "label" in name]
-
-
-def no_decay(name: str, module: nn.Module) -> bool:
-    """Biases and normalization weights train without weight decay, as transformers groups them."""
-    return name.endswith("bias") or "norm" in type(module).__name__.lower() or "norm" in name.rpartition(".")[0].lower()
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    modules = dict(model.named_modules())
-    decay, plain = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (plain if no_decay(name, modules[name.rpartition(".")[0]]) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
-
-
-def epoch_batches(num_examples: int, batch_size: int, epoch: int, seed: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1, drop_last: bool = False) -> list[list[int]]:
-    """This process's batches of example indices for one epoch. The order depends only on (seed, epoch);
-    with several processes the order is padded by wrapping to a multiple of world_size and each takes
-    every world_size-th index (as torch's DistributedSampler does)."""
-    order = (torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-             if shuffle else list(range(num_examples)))
-    if world_size > 1:
-        order += order[:(-len(order)) % world_size]
-        order = order[rank::world_size]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [b for b in batches if len(b) == batch_size] if drop_last else batches
-
-
-class IndexedExamples(torch.utils.data.Dataset):
-    """(index, example) pairs, so a collator failure can name the examples it failed on."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return index, self.dataset[index]
-
-    def __getitems__(self, indices):
-        fetch = getattr(self.dataset, "__getitems__", None)
-        examples = fetch(indices) if fetch else [self.dataset[i] for i in indices]
-        return list(zip(indices, examples, strict=True))
-
-
-def pad_and_concat(chunks: list, pad_index: int = -100):
-    """Per-batch arrays (or tuples of them) -> one array, padding the second axis when lengths differ."""
-    if isinstance(chunks[0], tuple):
-        return tuple(pad_and_concat(list(parts), pad_index) for parts in zip(*chunks, strict=True))
-    if chunks[0].ndim < 2 or all(c.shape[1:] == chunks[0].shape[1:] for c in chunks):
-        return np.concatenate(chunks)
-    width = max(c.shape[1] for c in chunks)
-    out = np.full((sum(len(c) for c in chunks), width, *chunks[0].shape[2:]), pad_index, dtype=chunks[0].dtype)
-    row = 0
-    for c in chunks:
-        out[row:row + len(c), :c.shape[1]] = c
-        row += len(c)
-    return out
-
-
-def as_numpy(value):
-    if isinstance(value, (tuple, list)):
-        return tuple(as_numpy(v) for v in value)
-    return value.detach().float().cpu().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
-
-
-def input_tokens(batch: dict) -> int:
-    if "attention_mask" in batch and batch["attention_mask"].dim() == 2:
-        return int(batch["attention_mask"].sum())
-    return batch["input_ids"].numel() if "input_ids" in batch else 0
 
 
 class Trainer:
@@ -191,7 +83,9 @@ class Trainer:
         self.control = TrainerControl()
         self.callback_handler = CallbackHandler(callbacks or [], model=self.model,
                                                 processing_class=self.processing_class)
-        self.stop_signal, self.tensorboard = None, None
+        self.stop_signal = None
+        self.reports = RunReports(self.args.output_dir, self.args.report_to, self.args.logging_dir) \
+            if self.args.should_save else None
         self.control = self.callback_handler.call("on_init_end", self.args, self.state, self.control)
 
     # -- processes and devices ------------------------------------------------------------------------
@@ -263,27 +157,10 @@ class Trainer:
         if hasattr(self.train_dataset, "__len__"):
             return self.loader(self.train_dataset, self.train_batches(epoch)[skip_batches:],
                                self.args.dataloader_num_workers)
-        return self.streamed_batches(epoch, skip_batches)
-
-    def streamed_batches(self, epoch: int, skip_batches: int):
-        """Micro-batches of an iterable dataset, read in this process; this rank's examples are every
-        world_size-th one, and skipped batches are read past without collating them."""
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(epoch)
-        size = self.args.per_device_train_batch_size
-        pending = []
-        for index, example in enumerate(self.train_dataset):
-            if index % self.world_size != self.rank:
-                continue
-            pending.append((index, example))
-            if len(pending) == size:
-                if skip_batches:
-                    skip_batches -= 1
-                else:
-                    yield self.collate(pending)
-                pending = []
-        if pending and not self.args.dataloader_drop_last and not skip_batches:
-            yield self.collate(pending)
+        return map(self.collate, stream_batches(self.train_dataset, self.args.per_device_train_batch_size, self.rank,
+                                                self.world_size, skip_batches, self.args.dataloader_drop_last))
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -360,7 +237,8 @@ class Trainer:
         first_epoch, skip = self.state.epoch_index, self.state.batches_in_epoch
         if rng is not None:
             set_rng_states(rng)
-        self.start_log()
+        if self.reports is not None:
+            self.reports.restart(self.state.log_history)
         bar = tqdm(total=max_steps, initial=self.state.global_step, desc="train", dynamic_ncols=True,
                    disable=args.disable_tqdm or not args.should_save)
         model.zero_grad(set_to_none=True)
@@ -510,8 +388,7 @@ class Trainer:
         improved = False
         if control.should_evaluate:
             improved = self.update_best(self.evaluate())
-        if control.should_save and (args.save_strategy != "best" or improved) or (
-                args.save_strategy == "best" and improved):
+        if improved if args.save_strategy == "best" else control.should_save:
             self.save_checkpoint()
         control.should_log = control.should_evaluate = control.should_save = False
 
@@ -528,33 +405,14 @@ class Trainer:
             return True
         return False
 
-    def log(self, logs: dict, start_time=None):
+    def log(self, logs: dict):
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         entry = {**logs, "step": self.state.global_step}
         self.state.log_history.append(entry)
-        if self.args.should_save:
-            Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
-            with open(Path(self.args.output_dir) / LOG_NAME, "a") as f:
-                f.write(json.dumps(entry) + "\n")
-            if self.tensorboard is not None:
-                for key, value in logs.items():
-                    if isinstance(value, (int, float)):
-                        self.tensorboard.add_scalar(f"train/{key}" if not key.startswith("eval_") else key, value,
-                                                    self.state.global_step)
+        if self.reports is not None:
+            self.reports.write(entry)
         self.event("on_log", logs=logs)
-
-    def start_log(self):
-        """The JSON-lines log restarts from the state's history, so a resumed run's log has no step twice."""
-        if not self.args.should_save:
-            return
-        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(entry) + "\n" for entry in self.state.log_history)
-        (Path(self.args.output_dir) / LOG_NAME).write_text(lines)
-        if "tensorboard" in self.args.report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(self.args.logging_dir or str(Path(self.args.output_dir) / "runs"))
 
     def show_progress(self, bar, step_loss, learning_rate):
         """Loss, learning rate and tokens/s on the bar, refreshed at most once a second (reading the loss
@@ -583,31 +441,9 @@ class Trainer:
             load_model_weights(Path(state.best_model_checkpoint), self.model)
         self.log(dict(metrics))
         self.event("on_train_end")
-        if args.should_save:
-            self.plot_losses()
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+        if self.reports is not None:
+            self.reports.close(state.log_history)
         return TrainOutput(state.global_step, metrics["train_loss"], metrics)
-
-    def plot_losses(self):
-        """loss_curve.png (train and eval loss by step) when matplotlib is installed."""
-        try:
-            import matplotlib
-        except ImportError:
-            return
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-
-        figure, axes = pyplot.subplots(figsize=(7, 4))
-        for key, label in (("loss", "train"), ("eval_loss", "eval")):
-            points = [(e["step"], e[key]) for e in self.state.log_history if key in e]
-            if points:
-                axes.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
-        axes.set_xlabel("step")
-        axes.set_ylabel("loss")
-        axes.legend()
-        figure.savefig(Path(self.args.output_dir) / PLOT_NAME, dpi=100, bbox_inches="tight")
-        pyplot.close(figure)
 
     # -- stop signals ----------------------------------------------------------------------------------
     def catch_stop_signals(self) -> dict:
