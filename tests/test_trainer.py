@@ -603,3 +603,34 @@ def test_report_to_tensorboard_follows_what_is_installed(tmp_path):
         assert TrainingArguments(str(tmp_path), report_to="all").report_to == []
     else:
         assert TrainingArguments(str(tmp_path), report_to="all").report_to == ["tensorboard"]
+
+
+def test_log_eval_and_save_schedule_matches_transformers(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    args = dict(num_train_epochs=2, per_device_train_batch_size=4, logging_steps=3, logging_first_step=True,
+                eval_strategy="epoch", save_strategy="epoch", train_sampling_strategy="sequential", **QUIET)
+    data = lm_data(20)  # 5 steps an epoch
+    schedules = []
+    for lib, data_lib in ((transformers, datasets), (leanformers, leanformers)):
+        out = tmp_path / lib.__name__
+        trainer = lib.Trainer(lib.AutoModelForCausalLM.from_pretrained(folder), lib.TrainingArguments(str(out), **args),
+                              train_dataset=data_lib.Dataset.from_dict(data),
+                              eval_dataset=data_lib.Dataset.from_dict(lm_data(4)), data_collator=pad_collate)
+        trainer.train()
+        logged = [(e["step"], "loss" if "loss" in e else "eval" if "eval_loss" in e else "end")
+                  for e in trainer.state.log_history]
+        schedules.append((logged, sorted(p.name for p in out.glob("checkpoint-*"))))
+    assert schedules[1] == schedules[0]
+    assert schedules[1][1] == ["checkpoint-10", "checkpoint-5"]
+
+
+def test_dataloader_workers_give_the_same_training(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    losses = []
+    for workers in (0, 2):
+        trainer = make_trainer(folder, tmp_path / str(workers), data=lm_data(16),
+                               args={"max_steps": 4, "logging_steps": 1, "dataloader_num_workers": workers,
+                                     "per_device_train_batch_size": 2})
+        trainer.train()
+        losses.append([e["loss"] for e in train_losses(trainer)])
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
