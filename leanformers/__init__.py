@@ -27,6 +27,7 @@ from .models.outputs import (BaseModelOutput, BaseModelOutputWithPast, BaseModel
                              BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithPast, MaskedLMOutput,
                              ModelOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                              SequenceClassifierOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from .pipelines import Pipeline, pipeline
 from .tokenization import (AutoTokenizer, BatchEncoding, BertTokenizer, BertTokenizerFast, GPT2Tokenizer,
                            GPT2TokenizerFast, PreTrainedTokenizer, PreTrainedTokenizerFast)
 from .training import (AdamW, EarlyStoppingCallback, EvalPrediction, LoraConfig, PeftModel, Trainer, TrainerCallback,
