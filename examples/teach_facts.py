@@ -6,6 +6,10 @@ as a guess; after a few minutes of LoRA on 2 CPU cores it answers (nearly) every
 
     python examples/teach_facts.py                  # 200 facts
     python examples/teach_facts.py --facts 40 --epochs 8
+
+Plain text rather than the chat template: with the template's default system prompt an example is
+48 tokens instead of 14, and it took about as many epochs (measured on 40 facts: every colour right
+after 7 epochs, against 6 to 7), so each epoch cost ~3.5 times as much.
 """
 
 import argparse
@@ -13,10 +17,9 @@ import random
 import time
 
 import torch
-from torch.utils.data import DataLoader
 
-from leanformers import (AdamW, AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, LoraConfig,
-                         get_peft_model, get_scheduler, set_seed)
+from leanformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, LoraConfig, Trainer,
+                         TrainerCallback, TrainingArguments, get_peft_model, set_seed)
 from leanformers.data.sft import tokenize_prompt_completion
 from leanformers.hub import DEFAULT_CHAT_MODEL
 
@@ -27,6 +30,7 @@ COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown"
 ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "th", "zh")
 VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
 CODAS = ("", "", "n", "r", "l", "s", "k", "th")
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def made_up_word(rng: random.Random, syllables: int) -> str:
@@ -43,7 +47,7 @@ def make_facts(n: int, seed: int = 0) -> list[dict]:
     names = set()
     while len(names) < n:
         names.add(f"{made_up_word(rng, 2)} {made_up_word(rng, 3)}")
-    names = sorted(names)
+    names = sorted(names)  # a set of strings iterates in another order in each process (hash randomisation)
     rng.shuffle(names)
     colours = [COLOURS[i % len(COLOURS)] for i in range(n)]
     rng.shuffle(colours)
@@ -61,7 +65,7 @@ def exact_match(model, tokenizer, facts: list[dict], batch_size: int = 40, max_n
     """The share of facts whose greedy continuation's first word is the colour.
 
     The first word, not the whole continuation, so the untrained model is scored on what it knows
-    rather than on whether it stops after one word (it never does).
+    rather than on whether it stops after one word (untrained, it stopped on none of 40).
     """
     was_training = model.training
     model.eval()
@@ -78,37 +82,34 @@ def exact_match(model, tokenizer, facts: list[dict], batch_size: int = 40, max_n
     return hits / len(facts)
 
 
-def add_lora(model, r: int = 16, alpha: int = 16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj",
-                                                                   "gate_proj", "up_proj", "down_proj")):
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules)))
+def add_lora(model, r: int = 16, alpha: int = 16, target_modules=ALL_LINEAR):
+    """Adapters on every linear layer: measured on 40 facts after 6 epochs, q_proj and v_proj alone
+    reached 52% exact match, all seven 100%, at nearly the same cost a step (the frozen model's
+    forward and backward dominate)."""
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules))
+    return get_peft_model(model, config)
 
 
-def train(model, tokenizer, facts: list[dict], epochs: int = 6, batch_size: int = 4, lr: float = 2e-3,
-          warmup_steps: int = 3, seed: int = 0, log_every: int = 10) -> list[float]:
-    """A plain loop: prompt-masked examples, padded batches, AdamW on the adapters, linear decay."""
-    set_seed(seed)
+class PrintLoss(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            print(f"  step {state.global_step}/{state.max_steps}  epoch {logs['epoch']:.1f}  loss {logs['loss']:.4f}",
+                  flush=True)
+
+
+def train(model, tokenizer, facts: list[dict], output_dir: str, epochs: int = 6, batch_size: int = 4,
+          lr: float = 2e-3, warmup_steps: int = 3, seed: int = 0, log_every: int = 10):
+    """The Trainer on prompt-masked examples (loss on the colour and EOS only), padded per batch."""
+    args = TrainingArguments(output_dir=output_dir, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+                             learning_rate=lr, lr_scheduler_type="linear", warmup_steps=warmup_steps,
+                             logging_steps=log_every, save_strategy="no", report_to="none", disable_tqdm=True,
+                             seed=seed)
     examples = [tokenize_prompt_completion(f, tokenizer) for f in facts]
-    loader = DataLoader(examples, batch_size=batch_size, shuffle=True, collate_fn=DataCollatorForSeq2Seq(tokenizer),
-                        generator=torch.Generator().manual_seed(seed))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = AdamW(params, lr=lr, weight_decay=0.0)
-    total = epochs * len(loader)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=warmup_steps, num_training_steps=total)
-    model.train()
-    losses = []
-    for epoch in range(epochs):
-        for batch in loader:
-            loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            if log_every and len(losses) % log_every == 0:
-                print(f"  step {len(losses)}/{total}  epoch {epoch + 1}  loss {sum(losses[-log_every:]) / log_every:.4f}",
-                      flush=True)
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=DataCollatorForSeq2Seq(tokenizer),
+                      processing_class=tokenizer, callbacks=[PrintLoss()])
+    result = trainer.train()
     model.eval()
-    return losses
+    return result
 
 
 def main():
@@ -120,10 +121,16 @@ def main():
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--alpha", type=int, default=16)
-    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    parser.add_argument("--targets", default=",".join(ALL_LINEAR),
                         help="comma-separated linear layer names to adapt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="teach_facts_output", help="where the Trainer writes its log")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; 1 can be several times faster on cores other processes are using")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_seed(args.seed)  # the adapters' initial weights too, not only the Trainer's data order
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_CHAT_MODEL)
     model = AutoModelForCausalLM.from_pretrained(DEFAULT_CHAT_MODEL)
@@ -137,7 +144,7 @@ def main():
     model = add_lora(model, args.r, args.alpha, args.targets.split(","))
     model.print_trainable_parameters()
     start = time.perf_counter()
-    train(model, tokenizer, facts, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    train(model, tokenizer, facts, args.output_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           warmup_steps=args.warmup_steps, seed=args.seed)
     trained = time.perf_counter()
     final = exact_match(model, tokenizer, facts)
