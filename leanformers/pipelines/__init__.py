@@ -13,6 +13,7 @@ from .base import Pipeline
 TASKS = {
     "text-classification": ("text_classification.TextClassificationPipeline", "AutoModelForSequenceClassification",
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+    "fill-mask": ("fill_mask.FillMaskPipeline", "AutoModelForMaskedLM", "distilbert/distilroberta-base"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
