@@ -1,14 +1,20 @@
-"""fill-mask against transformers' pipeline on a tiny random BERT checkpoint."""
+"""fill-mask and feature-extraction against transformers' pipelines, on tiny random BERT checkpoints and
+(feature-extraction) the bundled all-MiniLM-L6-v2."""
 
 import warnings
 
 import pytest
+import torch
+import transformers
 from test_pipelines import assert_same, both
 
 from leanformers import pipeline
+from leanformers.hub import bundled_model_path
 
 MASKED = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK] all afternoon.",
           "I [MASK] this film.", "[MASK] [MASK] [MASK]", "A long sentence about the weather, which was [MASK] today."]
+SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar.", "hi",
+             "Machine learning models need a lot of data to train well, and even more to evaluate.", "Dogs bark."]
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +22,20 @@ def masked_lm(bert_pipeline_checkpoint):
     return bert_pipeline_checkpoint("BertForMaskedLM", initializer_range=0.3)
 
 
+@pytest.fixture(scope="module")
+def encoder(bert_pipeline_checkpoint):
+    return bert_pipeline_checkpoint("BertModel", initializer_range=0.3)
+
+
 # transformers' pipelines are slow to build, so each is built once: (transformers', ours)
 @pytest.fixture(scope="module")
 def fill_masks(masked_lm):
     return both("fill-mask", masked_lm)
+
+
+@pytest.fixture(scope="module")
+def extractors(encoder):
+    return both("feature-extraction", encoder)
 
 
 # -- fill-mask --------------------------------------------------------------------------------------------
@@ -79,3 +95,67 @@ def test_fill_mask_bad_input(fill_masks):
 def test_fill_mask_batched_equals_unbatched(fill_masks):
     ours = fill_masks[1]
     assert_same(ours(MASKED * 2, top_k=3, batch_size=8), ours(MASKED * 2, top_k=3), atol=1e-6)
+
+
+# -- feature-extraction -----------------------------------------------------------------------------------
+def test_feature_extraction_token_embeddings_match_transformers(extractors):
+    ref, ours = extractors
+    got, want = ours(SENTENCES[0]), ref(SENTENCES[0])
+    assert len(got) == 1 and len(got[0]) == 12 and len(got[0][0]) == 32  # [1][T][H], T with [CLS] and [SEP]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=0)
+    for g, w in zip(ours(SENTENCES), ref(SENTENCES), strict=True):
+        torch.testing.assert_close(torch.tensor(g), torch.tensor(w), atol=1e-4, rtol=0)
+    tensor = ours(SENTENCES[2], return_tensors=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, 3, 32)
+    torch.testing.assert_close(tensor, ref(SENTENCES[2], return_tensors=True), atol=1e-4, rtol=0)
+
+
+def test_feature_extraction_truncation_and_bad_input(extractors):
+    ref, ours = extractors
+    long = " ".join(["word"] * 200)  # past the tiny model's 128 positions
+    kwargs = {"tokenize_kwargs": {"max_length": 16}, "truncation": True}
+    assert len(ours(long, **kwargs)[0]) == 16
+    torch.testing.assert_close(torch.tensor(ours(long, **kwargs)), torch.tensor(ref(long, **kwargs)), atol=1e-4,
+                               rtol=0)
+    with pytest.raises(ValueError, match="truncation is given twice"):
+        ours(long, truncation=True, tokenize_kwargs={"truncation": True})
+    with pytest.raises(ValueError, match="pooling='max' is not one of None, 'mean'"):
+        ours(SENTENCES[0], pooling="max")
+    with pytest.raises(ValueError, match="normalize=True needs pooling='mean'"):
+        ours(SENTENCES[0], normalize=True)
+    with pytest.raises(ValueError, match="the input is an empty string"):
+        ours(" ")
+
+
+def masked_mean_normalized(folder, texts):
+    """sentence-transformers' all-MiniLM-L6-v2 recipe on transformers' model: token embeddings of a padded
+    batch, averaged over the attention mask, then scaled to unit length."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        tokens = model(**batch).last_hidden_state  # (B, T, H)
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((tokens * mask).sum(1) / mask.sum(1), dim=-1)
+
+
+@pytest.mark.slow
+def test_feature_extraction_minilm_matches_transformers_and_its_sentence_embeddings():
+    folder = str(bundled_model_path("all-minilm-l6-v2"))
+    ref = transformers.pipeline("feature-extraction", model=folder)
+    ours = pipeline("feature-extraction")  # the bundled MiniLM is the default model
+    for g, w in zip(ours(SENTENCES, batch_size=8), ref(SENTENCES), strict=True):
+        torch.testing.assert_close(torch.tensor(g), torch.tensor(w), atol=1e-4, rtol=0)
+    embeddings = ours(SENTENCES, pooling="mean", normalize=True, batch_size=8)
+    assert len(embeddings) == len(SENTENCES) and all(len(e) == 384 for e in embeddings)
+    torch.testing.assert_close(torch.tensor(embeddings), masked_mean_normalized(folder, SENTENCES), atol=1e-4, rtol=0)
+    single = ours(SENTENCES[1], pooling="mean", normalize=True, return_tensors=True)
+    assert single.shape == (384,) and float(single.norm()) == pytest.approx(1.0, abs=1e-5)
+    mean = ours(SENTENCES[1], pooling="mean", return_tensors=True)
+    torch.testing.assert_close(mean, torch.tensor(ref(SENTENCES[1])[0]).mean(0), atol=1e-4, rtol=0)
+
+
+def test_feature_extraction_batched_equals_unbatched(extractors):
+    ours = extractors[1]
+    for batched, alone in zip(ours(SENTENCES * 2, batch_size=8), ours(SENTENCES * 2), strict=True):
+        torch.testing.assert_close(torch.tensor(batched), torch.tensor(alone), atol=1e-5, rtol=0)

@@ -14,6 +14,7 @@ TASKS = {
     "text-classification": ("text_classification.TextClassificationPipeline", "AutoModelForSequenceClassification",
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
     "fill-mask": ("fill_mask.FillMaskPipeline", "AutoModelForMaskedLM", "distilbert/distilroberta-base"),
+    "feature-extraction": ("feature_extraction.FeatureExtractionPipeline", "AutoModel", "all-minilm-l6-v2"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
