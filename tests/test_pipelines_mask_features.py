@@ -1,5 +1,5 @@
-"""fill-mask and feature-extraction against transformers' pipelines, on tiny random BERT checkpoints and
-(feature-extraction) the bundled all-MiniLM-L6-v2."""
+"""fill-mask, feature-extraction and zero-shot-classification against transformers' pipelines, on tiny random
+BERT checkpoints and (feature-extraction) the bundled all-MiniLM-L6-v2."""
 
 import warnings
 
@@ -11,8 +11,13 @@ from test_pipelines import assert_same, both
 from leanformers import pipeline
 from leanformers.hub import bundled_model_path
 
+NLI = {"id2label": {0: "contradiction", 1: "neutral", 2: "entailment"},
+       "label2id": {"contradiction": 0, "neutral": 1, "entailment": 2}}
 MASKED = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK] all afternoon.",
           "I [MASK] this film.", "[MASK] [MASK] [MASK]", "A long sentence about the weather, which was [MASK] today."]
+SEQUENCES = ["I have a problem with my phone that needs to be resolved asap!", "The match ended in a draw.",
+             "Cook the pasta for ten minutes.", "Stocks fell sharply after the announcement.", "ok"]
+LABELS = ["urgent", "sports", "cooking", "finance"]
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar.", "hi",
              "Machine learning models need a lot of data to train well, and even more to evaluate.", "Dogs bark."]
 
@@ -20,6 +25,11 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A man is playing a
 @pytest.fixture(scope="module")
 def masked_lm(bert_pipeline_checkpoint):
     return bert_pipeline_checkpoint("BertForMaskedLM", initializer_range=0.3)
+
+
+@pytest.fixture(scope="module")
+def nli(bert_pipeline_checkpoint):
+    return bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3, **NLI)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +46,11 @@ def fill_masks(masked_lm):
 @pytest.fixture(scope="module")
 def extractors(encoder):
     return both("feature-extraction", encoder)
+
+
+@pytest.fixture(scope="module")
+def zero_shots(nli):
+    return both("zero-shot-classification", nli)
 
 
 # -- fill-mask --------------------------------------------------------------------------------------------
@@ -159,3 +174,66 @@ def test_feature_extraction_batched_equals_unbatched(extractors):
     ours = extractors[1]
     for batched, alone in zip(ours(SENTENCES * 2, batch_size=8), ours(SENTENCES * 2), strict=True):
         torch.testing.assert_close(torch.tensor(batched), torch.tensor(alone), atol=1e-5, rtol=0)
+
+
+# -- zero-shot-classification -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [{"candidate_labels": LABELS}, {"candidate_labels": LABELS, "multi_label": True},
+                                    {"candidate_labels": "urgent, sports,cooking ,"}, {"candidate_labels": ["urgent"]},
+                                    {"candidate_labels": LABELS, "hypothesis_template": "This text is about {}."}])
+def test_zero_shot_matches_transformers(zero_shots, kwargs):
+    ref, ours = zero_shots
+    assert_same(ours(SEQUENCES[0], **kwargs), ref(SEQUENCES[0], **kwargs))
+    assert_same(ours(SEQUENCES[1:], **kwargs), ref(SEQUENCES[1:], **kwargs))
+
+
+def test_zero_shot_scores_and_arguments(nli, zero_shots):
+    ref, ours = zero_shots
+    single = ours(SEQUENCES[0], LABELS)  # the labels as the second positional argument, as in transformers
+    assert single["sequence"] == SEQUENCES[0] and sorted(single["labels"]) == sorted(LABELS)
+    assert sum(single["scores"]) == pytest.approx(1.0, abs=1e-6)
+    assert single["scores"] == sorted(single["scores"], reverse=True)
+    multi = ours(SEQUENCES[0], candidate_labels=LABELS, multi_label=True)
+    assert sum(multi["scores"]) != pytest.approx(1.0, abs=1e-3)  # each label scored on its own
+    assert_same(ours([SEQUENCES[1]], "sports, finance"), ref([SEQUENCES[1]], "sports, finance"))
+    preset = pipeline("zero-shot-classification", model=str(nli), candidate_labels=LABELS, multi_label=True)
+    assert_same(preset(SEQUENCES[0]), multi)
+
+
+def test_zero_shot_entailment_id_comes_from_label2id(bert_pipeline_checkpoint):
+    reordered = {"id2label": {0: "ENTAILMENT", 1: "neutral", 2: "contradiction"},
+                 "label2id": {"ENTAILMENT": 0, "neutral": 1, "contradiction": 2}}
+    folder = bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3, **reordered)
+    ref, ours = both("zero-shot-classification", folder)
+    assert ours.entailment_id == 0
+    for multi_label in (False, True):
+        assert_same(ours(SEQUENCES[:2], candidate_labels=LABELS[:3], multi_label=multi_label),
+                    ref(SEQUENCES[:2], candidate_labels=LABELS[:3], multi_label=multi_label))
+    unnamed = bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3, num_labels=3)
+    with pytest.warns(UserWarning, match="no label of the model's config starts with 'entail'"):
+        ours = pipeline("zero-shot-classification", model=str(unnamed))
+    ref = transformers.pipeline("zero-shot-classification", model=str(unnamed))
+    assert_same(ours(SEQUENCES[0], LABELS), ref(SEQUENCES[0], LABELS))  # the last logit stands for entailment
+
+
+def test_zero_shot_bad_input(zero_shots):
+    ours = zero_shots[1]
+    with pytest.raises(ValueError, match="needs candidate_labels"):
+        ours(SEQUENCES[0])
+    with pytest.raises(ValueError, match="needs candidate_labels"):
+        ours(SEQUENCES[0], candidate_labels=" , ")
+    with pytest.raises(ValueError, match=r"hypothesis_template='This example is about sports.' has no \{\}"):
+        ours(SEQUENCES[0], candidate_labels=LABELS, hypothesis_template="This example is about sports.")
+    for template in ("This example is {label}.", None):
+        with pytest.raises(ValueError, match=r"has no \{\}"):
+            ours(SEQUENCES[0], candidate_labels=LABELS, hypothesis_template=template)
+    with pytest.raises(ValueError, match="the sequence is an empty string"):
+        ours("", candidate_labels=LABELS)
+    with pytest.raises(TypeError, match="give the candidate labels once"):
+        ours(SEQUENCES[0], LABELS, candidate_labels=LABELS)
+
+
+def test_zero_shot_batched_equals_unbatched(nli):
+    ours = pipeline("zero-shot-classification", model=str(nli), candidate_labels=LABELS)
+    for multi_label in (False, True):  # 4 labels x 5 sequences: the 8-row batches cut across sequences
+        assert_same(ours(SEQUENCES, multi_label=multi_label, batch_size=8),
+                    ours(SEQUENCES, multi_label=multi_label), atol=1e-6)

@@ -15,6 +15,8 @@ TASKS = {
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
     "fill-mask": ("fill_mask.FillMaskPipeline", "AutoModelForMaskedLM", "distilbert/distilroberta-base"),
     "feature-extraction": ("feature_extraction.FeatureExtractionPipeline", "AutoModel", "all-minilm-l6-v2"),
+    "zero-shot-classification": ("zero_shot_classification.ZeroShotClassificationPipeline",
+                                 "AutoModelForSequenceClassification", "facebook/bart-large-mnli"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
