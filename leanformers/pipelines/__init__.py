@@ -13,6 +13,10 @@ from .base import Pipeline
 TASKS = {
     "text-classification": ("text_classification.TextClassificationPipeline", "AutoModelForSequenceClassification",
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+    "fill-mask": ("fill_mask.FillMaskPipeline", "AutoModelForMaskedLM", "distilbert/distilroberta-base"),
+    "feature-extraction": ("feature_extraction.FeatureExtractionPipeline", "AutoModel", "all-minilm-l6-v2"),
+    "zero-shot-classification": ("zero_shot_classification.ZeroShotClassificationPipeline",
+                                 "AutoModelForSequenceClassification", "facebook/bart-large-mnli"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
