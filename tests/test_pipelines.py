@@ -98,3 +98,13 @@ def test_pipeline_bad_input(classifier):
         pipeline("text-classification", model=str(classifier), function_to_apply="tanh")
     with pytest.raises(TypeError, match="must be a string, got int"):
         ours([1, 2])
+
+
+def test_per_sequence_outputs_are_not_cut_when_their_size_equals_the_batch_width(bert_pipeline_checkpoint):
+    five = {f"label_{i}": i for i in range(5)}
+    folder = bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3,
+                                      id2label={i: n for n, i in five.items()}, label2id=five)
+    ref, ours = both("text-classification", folder)
+    texts = ["a b c", "a"]  # 5 and 3 tokens with [CLS] and [SEP]: the batch is as wide as there are labels
+    assert [len(ours.tokenizer(t)["input_ids"]) for t in texts] == [5, 3]
+    assert_same(ours(texts, top_k=None, batch_size=2), ref(texts, top_k=None))

@@ -43,6 +43,9 @@ class Pipeline:
     defines preprocess(item, **params) -> features and postprocess(outputs, item, **params) -> result."""
     task = ""
     parameters: dict = {}
+    # Outputs of shape (B, T) that hold one value per token; (B, T, ...) always does. A shape test alone
+    # would cut a (B, H) pooler output or (B, num_labels) logits whose size happens to equal T.
+    token_outputs: tuple = ()
 
     def __init__(self, model, tokenizer=None, device=None, batch_size=None, **defaults):
         self.model = model.eval()
@@ -75,7 +78,7 @@ class Pipeline:
         for i, feature in enumerate(features):
             length = len(feature["input_ids"])
             span = slice(width - length, width) if left else slice(0, length)
-            rows = {name: value[i, span] if value.dim() > 1 and value.shape[1] == width else value[i]
+            rows = {name: value[i, span] if value.dim() > 2 or name in self.token_outputs else value[i]
                     for name, value in outputs.items() if torch.is_tensor(value)}
             per_feature.append({**feature, **{k: v.float().cpu() for k, v in rows.items()}})
         return per_feature
