@@ -13,6 +13,8 @@ from .base import Pipeline
 TASKS = {
     "text-classification": ("text_classification.TextClassificationPipeline", "AutoModelForSequenceClassification",
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+    "token-classification": ("token_classification.TokenClassificationPipeline", "AutoModelForTokenClassification",
+                             "dbmdz/bert-large-cased-finetuned-conll03-english"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
