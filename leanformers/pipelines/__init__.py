@@ -15,6 +15,8 @@ TASKS = {
                             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
     "token-classification": ("token_classification.TokenClassificationPipeline", "AutoModelForTokenClassification",
                              "dbmdz/bert-large-cased-finetuned-conll03-english"),
+    "question-answering": ("question_answering.QuestionAnsweringPipeline", "AutoModelForQuestionAnswering",
+                           "distilbert/distilbert-base-cased-distilled-squad"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
