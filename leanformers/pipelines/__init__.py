@@ -17,6 +17,10 @@ TASKS = {
     "feature-extraction": ("feature_extraction.FeatureExtractionPipeline", "AutoModel", "all-minilm-l6-v2"),
     "zero-shot-classification": ("zero_shot_classification.ZeroShotClassificationPipeline",
                                  "AutoModelForSequenceClassification", "facebook/bart-large-mnli"),
+    "token-classification": ("token_classification.TokenClassificationPipeline", "AutoModelForTokenClassification",
+                             "dbmdz/bert-large-cased-finetuned-conll03-english"),
+    "question-answering": ("question_answering.QuestionAnsweringPipeline", "AutoModelForQuestionAnswering",
+                           "distilbert/distilbert-base-cased-distilled-squad"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
