@@ -17,6 +17,7 @@ TASKS = {
     "feature-extraction": ("feature_extraction.FeatureExtractionPipeline", "AutoModel", "all-minilm-l6-v2"),
     "zero-shot-classification": ("zero_shot_classification.ZeroShotClassificationPipeline",
                                  "AutoModelForSequenceClassification", "facebook/bart-large-mnli"),
+    "text-generation": ("text_generation.TextGenerationPipeline", "AutoModelForCausalLM", "smollm2-135m-instruct"),
 }
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
