@@ -1,4 +1,5 @@
-"""text-generation against transformers' pipeline."""
+"""text-generation against transformers' pipeline; the default models offline (the bundled ones, the
+likelihood stand-ins for sentiment and zero-shot, the error for the others)."""
 
 import threading
 
@@ -8,6 +9,7 @@ import transformers
 
 from leanformers import pipeline
 from leanformers.generation import TextIteratorStreamer
+from leanformers.hub import DEFAULT_CHAT_MODEL
 
 PROMPTS = ["Hello there", "The weather today is", "Once upon a time, in a small village by the sea,", "x"]
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
@@ -150,3 +152,109 @@ def test_text_generation_bad_input(both):
         ours(PROMPTS[0], do_sample=False, num_return_sequences=2)
     with pytest.raises(ValueError, match="only supports batch size 1"):
         ours(PROMPTS[:2], **GREEDY, streamer=TextIteratorStreamer(ours.tokenizer), batch_size=2)
+
+
+# -- defaults offline ---------------------------------------------------------------------------------
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and an empty Hugging Face cache; the stand-in notices not yet printed."""
+    from leanformers import pipelines
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(pipelines, "noticed", set())
+    return tmp_path / "hub"
+
+
+def fake_cached(cache, repo_id):
+    snapshot = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+
+
+def test_default_models_offline(offline, capsys, monkeypatch):
+    from leanformers.pipelines import default_model
+
+    assert default_model("text-generation")[0] == DEFAULT_CHAT_MODEL
+    assert default_model("feature-extraction")[0] == "all-minilm-l6-v2"
+    with pytest.raises(OSError, match="fill-mask's default model 'distilbert/distilroberta-base' is not available "
+                                      "offline.*HF_HUB_OFFLINE is set. Pass model='distilbert/distilroberta-base'"):
+        default_model("fill-mask")
+    for task in ("sentiment-analysis", "text-classification", "zero-shot-classification", "sentiment-analysis"):
+        model, cls_path, auto_name = default_model(task)
+        assert (model, cls_path.split(".")[0], auto_name) == (DEFAULT_CHAT_MODEL, "likelihood", "AutoModelForCausalLM")
+    notices = capsys.readouterr().err.splitlines()
+    assert len(notices) == 2 and all(DEFAULT_CHAT_MODEL in line and "model=" in line for line in notices)
+    assert "distilbert/distilbert-base-uncased-finetuned-sst-2-english" in notices[0]
+    assert "facebook/bart-large-mnli" in notices[1]
+
+    fake_cached(offline, "distilbert/distilroberta-base")  # in the cache, transformers' default is used
+    fake_cached(offline, "facebook/bart-large-mnli")
+    assert default_model("fill-mask")[0] == "distilbert/distilroberta-base"
+    assert default_model("zero-shot-classification")[1] == "zero_shot_classification.ZeroShotClassificationPipeline"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online, with huggingface_hub installed: downloaded on use
+    assert default_model("sentiment-analysis")[0] == "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+    assert capsys.readouterr().err == ""
+
+
+POSITIVE = ["I love this phone, it works perfectly.", "What a wonderful day at the beach!",
+            "The food was delicious and the staff were friendly.", "This is the best movie I have seen all year.",
+            "I am so happy with my new bike.", "Great service, I will definitely come back.",
+            "The concert was amazing and the crowd was fantastic.", "My kids adore this game, it is so much fun.",
+            "Excellent quality, highly recommended.", "She gave a brilliant and inspiring speech.",
+            "The hotel room was clean, quiet and comfortable.", "I enjoyed every page of this book.",
+            "Thank you so much, you made my day!", "The new update is fast and beautiful.",
+            "Our vacation was absolutely perfect.", "This coffee tastes fantastic.",
+            "The teacher was kind, patient and helpful.", "I'm thrilled with the results.",
+            "A delightful little restaurant with lovely desserts.", "The garden looks gorgeous this spring."]
+NEGATIVE = ["I hate this phone, it keeps crashing.", "What a miserable, rainy and awful day.",
+            "The food was cold and the staff were rude.", "This is the worst movie I have seen all year.",
+            "I am so disappointed with my new bike.", "Terrible service, I will never come back.",
+            "The concert was boring and the sound was awful.", "My kids hate this game, it is a waste of money.",
+            "Poor quality, it broke after one day.", "He gave a dull and confusing speech.",
+            "The hotel room was dirty, noisy and uncomfortable.", "I regret buying this book, it was painful to read.",
+            "You ruined my whole evening.", "The new update is slow and ugly.",
+            "Our vacation was a complete disaster.", "This coffee tastes horrible.",
+            "The teacher was rude and unhelpful.", "I'm furious about the results.",
+            "A filthy restaurant with stale desserts.", "The garden looks dead and neglected."]
+
+
+@pytest.mark.slow
+def test_offline_sentiment_default_labels_clear_sentences(offline, capfd):
+    classifier = pipeline("sentiment-analysis")
+    results = classifier(POSITIVE + NEGATIVE, batch_size=8)
+    right = sum(r["label"] == want for r, want in zip(results, ["POSITIVE"] * 20 + ["NEGATIVE"] * 20))
+    assert right >= 34, f"{right} of 40"
+    single = classifier(POSITIVE[0])
+    assert isinstance(single, list) and set(single[0]) == {"label", "score"} and 0.5 < single[0]["score"] <= 1
+    both_labels = classifier(NEGATIVE[0], top_k=None)
+    assert [r["label"] for r in both_labels] == ["NEGATIVE", "POSITIVE"]
+    assert sum(r["score"] for r in both_labels) == pytest.approx(1.0)
+    pipeline("sentiment-analysis", model=None)  # a second default pipeline: no second notice
+    notices = [line for line in capfd.readouterr().err.splitlines() if line.startswith("leanformers:")]
+    assert len(notices) == 1 and DEFAULT_CHAT_MODEL in notices[0]
+
+
+@pytest.mark.slow
+def test_offline_zero_shot_default_ranks_obvious_labels(offline):
+    classifier = pipeline("zero-shot-classification")
+    examples = [("The striker scored twice in the final minutes.", ["politics", "sports", "cooking"], "sports"),
+                ("Preheat the oven and whisk the eggs with sugar.", ["cooking", "finance", "sports"], "cooking"),
+                ("The senate passed the new tax bill yesterday.", ["sports", "technology", "politics"], "politics"),
+                ("Stocks fell sharply after the central bank raised interest rates.", "weather, finance, music",
+                 "finance")]
+    for sequence, labels, best in examples:
+        result = classifier(sequence, labels)
+        assert set(result) == {"sequence", "labels", "scores"} and result["sequence"] == sequence
+        assert result["labels"][0] == best and sum(result["scores"]) == pytest.approx(1.0)
+        assert result["scores"] == sorted(result["scores"], reverse=True)
+    several = classifier([e[0] for e in examples[:2]], candidate_labels=["sports", "cooking"], multi_label=True)
+    assert [r["labels"][0] for r in several] == ["sports", "cooking"]
+    assert all(0 < s < 1 for r in several for s in r["scores"])
+    alone = classifier(examples[0][0], candidate_labels="sports")
+    assert alone["labels"] == ["sports"] and 0.5 < alone["scores"][0] < 1
+    with pytest.raises(ValueError, match="needs candidate_labels"):
+        classifier(examples[0][0])
+    with pytest.raises(ValueError, match="hypothesis_template='About it.' has no \\{\\}"):
+        classifier(examples[0][0], ["a", "b"], hypothesis_template="About it.")
