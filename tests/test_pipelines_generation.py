@@ -1,6 +1,10 @@
 """text-generation against transformers' pipeline; the default models offline (the bundled ones, the
-likelihood stand-ins for sentiment and zero-shot, the error for the others)."""
+likelihood stand-ins for sentiment and zero-shot, the error for the others); `leanformers pipeline`."""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -258,3 +262,46 @@ def test_offline_zero_shot_default_ranks_obvious_labels(offline):
         classifier(examples[0][0])
     with pytest.raises(ValueError, match="hypothesis_template='About it.' has no \\{\\}"):
         classifier(examples[0][0], ["a", "b"], hypothesis_template="About it.")
+
+
+# -- leanformers pipeline -------------------------------------------------------------------------------
+def run_cli(*args, stdin="", **env):
+    return subprocess.run([sys.executable, "-m", "leanformers.cli", "pipeline", *args], input=stdin,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8", **env})
+
+
+@pytest.mark.slow
+def test_cli_prints_one_json_result_per_input(bert_pipeline_checkpoint, tiny_chat_model):
+    folder = bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3,
+                                      id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    texts = ["I loved it.", "Terrible, cold food.", "ok"]
+    want = pipeline("text-classification", model=str(folder))(texts, top_k=2, batch_size=8)  # the CLI's batch size
+    by_args = run_cli("text-classification", "--model", str(folder), "--top-k", "2", *texts)
+    assert by_args.returncode == 0, by_args.stderr
+    assert [json.loads(line) for line in by_args.stdout.splitlines()] == want
+    by_stdin = run_cli("sentiment-analysis", "--model", str(folder), "--top-k", "2", "-", stdin="\n".join(texts) + "\n")
+    assert by_stdin.returncode == 0, by_stdin.stderr
+    assert by_stdin.stdout == by_args.stdout
+
+    generated = run_cli("text-generation", "--model", str(tiny_chat_model), "--max-new-tokens", "5",
+                        "--temperature", "0", stdin="Hello there\nThe weather today is\n")
+    assert generated.returncode == 0, generated.stderr
+    want = pipeline("text-generation", model=str(tiny_chat_model))(PROMPTS[:2], max_new_tokens=5, do_sample=False)
+    assert [json.loads(line) for line in generated.stdout.splitlines()] == want
+
+
+@pytest.mark.slow
+def test_cli_bad_input_gets_clear_errors(tmp_path, bert_pipeline_checkpoint):
+    result = run_cli("sentiment", "hello")
+    assert result.returncode == 1 and "unknown task 'sentiment'; leanformers' pipelines are:" in result.stderr
+    assert "text-generation" in result.stderr
+    result = run_cli("fill-mask", "Paris is the [MASK] of France.", HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path))
+    assert result.returncode == 1 and "Pass model='distilbert/distilroberta-base'" in result.stderr
+    folder = bert_pipeline_checkpoint("BertForSequenceClassification", initializer_range=0.3)
+    result = run_cli("text-classification", "--model", str(folder), "--top-k", "0", "fine")
+    assert result.returncode == 2 and "--top-k: must be at least 1" in result.stderr
+    result = run_cli("text-classification", "--model", str(folder), "--max-new-tokens", "3", "fine")
+    assert result.returncode == 1 and "takes no argument(s) max_new_tokens" in result.stderr
+    result = run_cli("text-classification", "--model", str(folder), "fine", "")
+    assert result.returncode == 1 and "the input is an empty string" in result.stderr
