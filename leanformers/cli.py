@@ -1,4 +1,4 @@
-"""The `leanformers` command: chat, generate, convert, train, eval.
+"""The `leanformers` command: chat, generate, convert, train, eval, pipeline.
 
     leanformers chat [--model M] [--system TEXT] [--max-new-tokens N] [--temperature T]
     leanformers generate --prompt TEXT [--model M] [--max-new-tokens N] [--temperature T]
@@ -6,6 +6,8 @@
     leanformers train --data FILE [--model M] [--format text|prompt-completion|messages] [--lora] [--epochs N]
                       [--lr LR] [--batch-size N] [--max-length N] [--output-dir DIR] [--eval-file FILE] [--resume]
     leanformers eval --data FILE [--model M] [--format text|prompt-completion|messages] [--max-length N]
+    leanformers pipeline TASK [--model M] [--batch-size N] [--top-k K] [--max-new-tokens N] [--temperature T]
+                         [--candidate-labels A,B] [--multi-label] [INPUT ... | -]
 """
 
 import argparse
@@ -233,6 +235,39 @@ def evaluate(args):
     return 0
 
 
+# --option -> the pipeline's argument; only the options given are passed, so each task keeps its defaults.
+PIPELINE_OPTIONS = ("top_k", "max_new_tokens", "temperature", "candidate_labels", "multi_label")
+
+
+def pipeline_inputs(args):
+    """The inputs: the arguments, or standard input one per line (blank lines skipped), read as they come."""
+    if args.inputs and args.inputs != ["-"]:
+        return iter(args.inputs)
+    return (line.rstrip("\n") for line in sys.stdin if line.strip())
+
+
+def run_pipeline(args):
+    """Print one JSON result per input, each batch's as soon as it is done."""
+    import json
+
+    from .pipelines import pipeline
+
+    options = {name: getattr(args, name) for name in PIPELINE_OPTIONS if hasattr(args, name)}
+    if options.get("temperature") == 0:
+        options.pop("temperature")
+        options["do_sample"] = False
+    elif "temperature" in options:
+        options["do_sample"] = True
+    try:
+        pipe = pipeline(args.task, model=args.model, batch_size=args.batch_size)
+        results = pipe(pipeline_inputs(args), **options)  # checks the options before reading any input
+    except (KeyError, TypeError) as err:  # an unknown task, or an option the task does not take
+        raise ValueError(err.args[0]) from None
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 0
+
+
 def add_sampling_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -241,7 +276,8 @@ def add_sampling_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate, convert, train and evaluate with leanformers.")
+    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate, convert, train, evaluate and run "
+                                     "pipelines with leanformers.")
     commands = parser.add_subparsers(dest="command", required=True)
     chat_parser = commands.add_parser("chat", help="interactive chat (reads one message per line from a pipe)")
     add_sampling_arguments(chat_parser)
@@ -291,6 +327,26 @@ def build_parser():
     eval_parser.add_argument("--max-length", type=positive_int, default=512, help="tokens per block or example")
     eval_parser.add_argument("--batch-size", type=positive_int, default=4)
     eval_parser.set_defaults(run=evaluate)
+    pipe_parser = commands.add_parser(
+        "pipeline", help="run a pipeline over inputs, one JSON result per line",
+        description="Run pipeline(TASK) over each INPUT (or each line of standard input) and print one JSON result "
+                    "per line. The task options are passed only when given, so each task keeps its own defaults.")
+    pipe_parser.add_argument("task", help="text-classification (sentiment-analysis), text-generation, fill-mask, "
+                             "feature-extraction, zero-shot-classification, ...")
+    pipe_parser.add_argument("inputs", nargs="*", metavar="INPUT", help="texts; none or - to read standard input")
+    pipe_parser.add_argument("--model", default=None, help="folder, .gguf file, hub id or bundled name (default: "
+                             "the task's default model)")
+    pipe_parser.add_argument("--batch-size", type=positive_int, default=8)
+    pipe_parser.add_argument("--top-k", type=positive_int, default=argparse.SUPPRESS,
+                             help="labels or tokens per result (text-classification, fill-mask)")
+    pipe_parser.add_argument("--max-new-tokens", type=positive_int, default=argparse.SUPPRESS, help="text-generation")
+    pipe_parser.add_argument("--temperature", type=float, default=argparse.SUPPRESS,
+                             help="text-generation: 0 for greedy decoding, else sampling at this temperature")
+    pipe_parser.add_argument("--candidate-labels", default=argparse.SUPPRESS,
+                             help="zero-shot-classification: comma-separated labels")
+    pipe_parser.add_argument("--multi-label", action="store_true", default=argparse.SUPPRESS,
+                             help="zero-shot-classification: score each label on its own")
+    pipe_parser.set_defaults(run=run_pipeline)
     return parser
 
 
@@ -302,7 +358,14 @@ def positive_int(text: str) -> int:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops filling INPUT ... at the first option after TASK: the inputs after it come back here
+        unknown = [arg for arg in extra if arg.startswith("-") and arg != "-"]
+        if args.command != "pipeline" or unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.inputs += extra
     if getattr(args, "max_new_tokens", 1) < 1:
         raise SystemExit("leanformers: --max-new-tokens must be at least 1")
     try:

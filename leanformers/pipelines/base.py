@@ -31,6 +31,18 @@ def check_top_k(top_k):
         raise ValueError(f"top_k must be a positive integer (or None for all), got {top_k!r}")
 
 
+def left_padded(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as (B, T) ids and attention mask, padded on the left so every row ends at the last
+    column, where a causal LM continues it. Padding is masked, so any `fill` id will do."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), fill, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
 def check_text(text, what: str = "input"):
     if not isinstance(text, str):
         raise TypeError(f"the {what} must be a string, got {type(text).__name__}")

@@ -28,6 +28,12 @@ def ranked_labels(scores: torch.Tensor, id2label: dict, top_k) -> list[dict]:
     return ranked if top_k is None else ranked[:top_k]
 
 
+def classification_result(scores: torch.Tensor, id2label: dict, top_k, given):
+    """transformers' shapes: the top_k best labels (all for None) when top_k is passed, else the best alone."""
+    ranked = ranked_labels(scores, id2label, top_k if "top_k" in given else None)
+    return ranked if "top_k" in given else ranked[0]
+
+
 class TextClassificationPipeline(Pipeline):
     task = "text-classification"
     parameters = {"top_k": 1, "function_to_apply": None, "truncation": True, "max_length": None}
@@ -53,11 +59,8 @@ class TextClassificationPipeline(Pipeline):
 
     def postprocess(self, outputs, item, top_k=1, function_to_apply=None, given=(), **params):
         function = str(function_to_apply).lower() if function_to_apply is not None else default_function(self.model.config)
-        ranked = ranked_labels(scores_of(outputs[0]["logits"], function), self.model.config.id2label,
-                               top_k if "top_k" in given else None)
-        if "top_k" not in given:  # transformers' legacy shape: the best label alone
-            return ranked[0]
-        return ranked
+        return classification_result(scores_of(outputs[0]["logits"], function), self.model.config.id2label, top_k,
+                                     given)
 
     def single_result(self, result, params, item):
         return [result] if "top_k" not in params["given"] and isinstance(item, str) else result

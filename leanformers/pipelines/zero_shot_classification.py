@@ -19,6 +19,19 @@ def parse_labels(labels):
     return labels
 
 
+def check_inputs(sequence, candidate_labels):
+    check_text(sequence, "sequence")
+    if not candidate_labels:
+        raise ValueError("zero-shot-classification needs candidate_labels: a list of labels or a "
+                         "comma-separated string of them")
+
+
+def ranked_result(sequence: str, labels: list, scores: list) -> dict:
+    """transformers' result: the labels best first; ties put the later label first, as its reversed argsort does."""
+    order = sorted(range(len(scores)), key=lambda i: (scores[i], i), reverse=True)
+    return {"sequence": sequence, "labels": [labels[i] for i in order], "scores": [scores[i] for i in order]}
+
+
 class ZeroShotClassificationPipeline(Pipeline):
     task = "zero-shot-classification"
     parameters = {"candidate_labels": None, "hypothesis_template": "This example is {}.", "multi_label": False}
@@ -53,10 +66,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         return params
 
     def preprocess(self, item, candidate_labels=None, hypothesis_template="This example is {}.", **params):
-        check_text(item, "sequence")
-        if not candidate_labels:
-            raise ValueError("zero-shot-classification needs candidate_labels: a list of labels or a "
-                             "comma-separated string of them")
+        check_inputs(item, candidate_labels)
         # Only the sequence is cut when the pair is too long, never the hypothesis.
         return [dict(self.tokenizer(item, hypothesis_template.format(label), truncation="only_first"))
                 for label in candidate_labels]
@@ -69,9 +79,7 @@ class ZeroShotClassificationPipeline(Pipeline):
             scores = logits[:, [contradiction, entailment]].softmax(-1)[:, 1].tolist()
         else:
             scores = logits[:, entailment].softmax(0).tolist()
-        # Ties put the later label first, as transformers' reversed argsort does.
-        order = sorted(range(len(scores)), key=lambda i: (scores[i], i), reverse=True)
-        return {"sequence": item, "labels": [candidate_labels[i] for i in order], "scores": [scores[i] for i in order]}
+        return ranked_result(item, candidate_labels, scores)
 
     def __call__(self, inputs, *args, batch_size=None, **params):
         # transformers also takes the candidate labels as the second positional argument.
