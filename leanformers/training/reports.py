@@ -47,11 +47,14 @@ def plot_losses(log_history: list, path: Path):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    curves = {label: [(e["step"], e[key]) for e in log_history if key in e]
+              for key, label in (("loss", "train"), ("eval_loss", "eval"))}
+    if not any(curves.values()):  # nothing was logged (logging_steps beyond the run): no plot to draw
+        return
     figure, axes = pyplot.subplots(figsize=(7, 4))
-    for key, label in (("loss", "train"), ("eval_loss", "eval")):
-        points = [(e["step"], e[key]) for e in log_history if key in e]
+    for label, points in curves.items():
         if points:
-            axes.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
+            axes.plot(*zip(*points, strict=True), marker="." if label == "eval" else None, label=label)
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.legend()
