@@ -87,7 +87,7 @@ def test_generate_dict_outputs_join_the_records_as_in_transformers(both):
     ref, ours = both
     options = {**GREEDY, "max_new_tokens": 3, "return_dict_in_generate": True, "output_scores": True, "batch_size": 2}
     got, want = ours(PROMPTS[:2], **options), ref(PROMPTS[:2], **options)
-    for mine, theirs in zip(got, want):
+    for mine, theirs in zip(got, want, strict=True):
         assert mine[0]["generated_text"] == theirs[0]["generated_text"]
         torch.testing.assert_close(torch.tensor(mine[0]["scores"]), torch.tensor(theirs[0]["scores"]))
 
@@ -121,7 +121,7 @@ def test_sampling_returns_num_return_sequences_continuations(both):
     seeded = {"do_sample": True, "max_new_tokens": 6, "num_return_sequences": 3}
     results = ours(PROMPTS[:2], **seeded, generator=torch.Generator().manual_seed(0), batch_size=2)
     assert [len(records) for records in results] == [3, 3]
-    for prompt, records in zip(PROMPTS, results):
+    for prompt, records in zip(PROMPTS[:2], results, strict=True):
         assert all(set(r) == {"generated_text"} and r["generated_text"].startswith(prompt) for r in records)
         assert len({r["generated_text"] for r in records}) > 1
     assert ours(PROMPTS[:2], **seeded, generator=torch.Generator().manual_seed(0), batch_size=2) == results
@@ -228,7 +228,7 @@ NEGATIVE = ["I hate this phone, it keeps crashing.", "What a miserable, rainy an
 def test_offline_sentiment_default_labels_clear_sentences(offline, capfd):
     classifier = pipeline("sentiment-analysis")
     results = classifier(POSITIVE + NEGATIVE, batch_size=8)
-    right = sum(r["label"] == want for r, want in zip(results, ["POSITIVE"] * 20 + ["NEGATIVE"] * 20))
+    right = sum(r["label"] == want for r, want in zip(results, ["POSITIVE"] * 20 + ["NEGATIVE"] * 20, strict=True))
     assert right >= 34, f"{right} of 40"
     single = classifier(POSITIVE[0])
     assert isinstance(single, list) and set(single[0]) == {"label", "score"} and 0.5 < single[0]["score"] <= 1
