@@ -27,10 +27,13 @@ from .models.outputs import (BaseModelOutput, BaseModelOutputWithPast, BaseModel
                              BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithPast, MaskedLMOutput,
                              ModelOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                              SequenceClassifierOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from .pipelines import Pipeline, pipeline
 from .tokenization import (AutoTokenizer, BatchEncoding, BertTokenizer, BertTokenizerFast, GPT2Tokenizer,
                            GPT2TokenizerFast, PreTrainedTokenizer, PreTrainedTokenizerFast)
-from .training import (AdamW, LoraConfig, PeftModel, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
-                       get_linear_schedule_with_warmup, get_peft_model, get_scheduler, set_seed)
+from .training import (AdamW, EarlyStoppingCallback, EvalPrediction, LoraConfig, PeftModel, Trainer, TrainerCallback,
+                       TrainerControl, TrainerState, TrainingArguments, get_constant_schedule_with_warmup,
+                       get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup, get_peft_model, get_scheduler,
+                       set_seed)
 
 PreTrainedConfig = PretrainedConfig
 

@@ -1,9 +1,13 @@
-"""The `leanformers` command: chat, generate, convert, eval.
+"""The `leanformers` command: chat, generate, convert, train, eval, pipeline.
 
     leanformers chat [--model M] [--system TEXT] [--max-new-tokens N] [--temperature T]
     leanformers generate --prompt TEXT [--model M] [--max-new-tokens N] [--temperature T]
     leanformers convert FILE.gguf OUT_DIR
+    leanformers train --data FILE [--model M] [--format text|prompt-completion|messages] [--lora] [--epochs N]
+                      [--lr LR] [--batch-size N] [--max-length N] [--output-dir DIR] [--eval-file FILE] [--resume]
     leanformers eval --data FILE [--model M] [--format text|prompt-completion|messages] [--max-length N]
+    leanformers pipeline TASK [--model M] [--batch-size N] [--top-k K] [--max-new-tokens N] [--temperature T]
+                         [--candidate-labels A,B] [--multi-label] [INPUT ... | -]
 """
 
 import argparse
@@ -110,42 +114,157 @@ def convert(args):
     return 0
 
 
-def eval_examples(args, tokenizer) -> list[dict]:
-    """The file as model inputs with labels: text cut into blocks, or JSONL examples tokenized by the
-    fine-tuning recipes (loss on the completion / the assistant turns only)."""
+def jsonl_rows(path: Path, fmt: str):
+    """The JSONL file's examples, each checked for the fields its format needs; errors name the line."""
     from .data import load_dataset
+    from .data.sft import check_messages
+
+    rows = load_dataset("json", data_files=str(path), split="train")
+    fields = ("prompt", "completion") if fmt == "prompt-completion" else ("messages",)
+    if not any(field in rows.column_names for field in fields):
+        raise ValueError(f"{path}: --format {fmt} needs {' and '.join(fields)} in every line; the file has "
+                         f"{', '.join(rows.column_names) or 'no fields'}")
+    lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if text.strip()]
+    for line, row in zip(lines, rows, strict=True):
+        try:
+            if fmt == "messages":
+                check_messages(row.get("messages"))
+                continue
+            for field in ("prompt", "completion"):
+                if not isinstance(row.get(field), str):
+                    raise ValueError(f"--format prompt-completion needs a string {field!r}, got {row.get(field)!r}")
+            if not row["completion"].strip():
+                raise ValueError("the completion is empty, so there is nothing to train on or score")
+        except ValueError as err:
+            raise ValueError(f"{path}, line {line}: {err}") from None
+    return rows
+
+
+def file_examples(path, fmt: str, tokenizer, max_length: int, keep_remainder: bool):
+    """A file as model inputs with labels: text cut into blocks (the last, shorter one kept when scoring
+    every token), or JSONL examples tokenized by the fine-tuning recipes (loss on the completion / the
+    assistant turns only)."""
+    from .data import Dataset, load_dataset
     from .data.sft import chat_dataset, group_texts, prompt_completion_dataset
 
-    path = Path(args.data)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    if args.format == "text":
+    if fmt == "text":
         texts = [text for text in load_dataset("text", data_files=str(path), split="train")["text"] if text.strip()]
-        blocks = group_texts({"text": texts}, tokenizer, args.max_length, keep_remainder=True)
-        return [dict(zip(blocks, row, strict=True)) for row in zip(*blocks.values(), strict=True)]
-    rows = load_dataset("json", data_files=str(path), split="train")
-    fields = ("prompt", "completion") if args.format == "prompt-completion" else ("messages",)
-    if any(field not in rows.column_names for field in fields):
-        raise ValueError(f"{path}: --format {args.format} needs {' and '.join(fields)} in every line; the file has "
-                         f"{', '.join(rows.column_names) or 'no fields'}")
-    recipe = prompt_completion_dataset if args.format == "prompt-completion" else chat_dataset
-    return list(recipe(rows, tokenizer, max_length=args.max_length))
+        if not texts:
+            raise ValueError(f"{path} holds no text")
+        return Dataset.from_dict(group_texts({"text": texts}, tokenizer, max_length, keep_remainder=keep_remainder))
+    recipe = prompt_completion_dataset if fmt == "prompt-completion" else chat_dataset
+    return recipe(jsonl_rows(path, fmt), tokenizer, max_length=max_length)
+
+
+def padding_collator(tokenizer):
+    """Pads ids and attention masks, labels with -100 (padding is masked by position, so pad == eos is safe)."""
+    from .data import DataCollatorForSeq2Seq
+
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return DataCollatorForSeq2Seq(tokenizer)
+
+
+def train(args):
+    """Fine-tune (or, with --from-scratch, train) a causal LM on a file; the output folder holds the model
+    (LoRA merged in unless --save-adapter) and its tokenizer, loadable in leanformers and transformers."""
+    from .auto import AutoConfig, AutoModelForCausalLM
+    from .tokenization import AutoTokenizer
+    from .training import LoraConfig, Trainer, TrainingArguments, get_peft_model, set_seed
+
+    set_seed(args.seed)  # before the random weights (LoRA's A matrices, --from-scratch) are drawn
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.from_scratch:
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.model))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.model)
+    if args.lora:
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.05,
+                                                 target_modules=args.lora_targets.split(",")))
+    elif args.save_adapter:
+        raise ValueError("--save-adapter saves a LoRA adapter: add --lora")
+    train_set = file_examples(args.data, args.format, tokenizer, args.max_length, keep_remainder=False)
+    eval_set = None
+    if args.eval_file:
+        eval_set = file_examples(args.eval_file, args.format, tokenizer, args.max_length, keep_remainder=True)
+    elif args.format == "text":
+        if len(train_set) < 2:
+            raise ValueError(f"{args.data} gives {len(train_set)} block of {args.max_length} tokens; need 2 to hold "
+                             "one out for validation (more text, a smaller --max-length, or --eval-file)")
+        split = train_set.train_test_split(test_size=max(1, len(train_set) // 20), seed=args.seed)
+        train_set, eval_set = split["train"], split["test"]
+    every = "steps" if args.eval_steps else "epoch"
+    training_args = TrainingArguments(
+        args.output_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr if args.lr is not None else (2e-4 if args.lora else 5e-5),
+        warmup_steps=args.warmup_steps, logging_steps=args.logging_steps, seed=args.seed,
+        eval_strategy=every if eval_set is not None else "no", eval_steps=args.eval_steps,
+        save_strategy="steps" if args.save_steps else "epoch", save_steps=args.save_steps or 500,
+        save_total_limit=2, report_to="none")
+    trainer = Trainer(model, training_args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=padding_collator(tokenizer), processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    out = Path(args.output_dir)
+    if args.lora and not args.save_adapter:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    summary = f"; eval loss {' -> '.join(f'{v:.4f}' for v in evals)}" if evals else ""
+    print(f"trained {trainer.state.global_step} steps{summary}; "
+          f"{'adapter' if args.save_adapter else 'model'} saved in {out}")
+    return 0
 
 
 def evaluate(args):
     """Print the mean loss per predicted token and the perplexity of the model over a file."""
     from torch.utils.data import DataLoader
 
-    from .data import DataCollatorForSeq2Seq
     from .training.evaluation import mean_token_loss
 
     tokenizer, model = load(args.model)
-    examples = eval_examples(args, tokenizer)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by attention_mask and -100 labels
-    batches = DataLoader(examples, batch_size=args.batch_size, collate_fn=DataCollatorForSeq2Seq(tokenizer))
+    examples = list(file_examples(args.data, args.format, tokenizer, args.max_length, keep_remainder=True))
+    batches = DataLoader(examples, batch_size=args.batch_size, collate_fn=padding_collator(tokenizer))
     loss, tokens = mean_token_loss(model, batches)
     print(f"mean loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({tokens} tokens, {len(examples)} examples)")
+    return 0
+
+
+# --option -> the pipeline's argument; only the options given are passed, so each task keeps its defaults.
+PIPELINE_OPTIONS = ("top_k", "max_new_tokens", "temperature", "candidate_labels", "multi_label")
+
+
+def pipeline_inputs(args):
+    """The inputs: the arguments, or standard input one per line (blank lines skipped), read as they come."""
+    if args.inputs and args.inputs != ["-"]:
+        return iter(args.inputs)
+    return (line.rstrip("\n") for line in sys.stdin if line.strip())
+
+
+def run_pipeline(args):
+    """Print one JSON result per input, each batch's as soon as it is done."""
+    import json
+
+    from .pipelines import pipeline
+
+    options = {name: getattr(args, name) for name in PIPELINE_OPTIONS if hasattr(args, name)}
+    if options.get("temperature") == 0:
+        options.pop("temperature")
+        options["do_sample"] = False
+    elif "temperature" in options:
+        options["do_sample"] = True
+    try:
+        pipe = pipeline(args.task, model=args.model, batch_size=args.batch_size)
+        results = pipe(pipeline_inputs(args), **options)  # checks the options before reading any input
+    except (KeyError, TypeError) as err:  # an unknown task, or an option the task does not take
+        raise ValueError(err.args[0]) from None
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 
 
@@ -157,7 +276,8 @@ def add_sampling_arguments(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate, convert and evaluate with leanformers.")
+    parser = argparse.ArgumentParser(prog="leanformers", description="Chat, generate, convert, train, evaluate and run "
+                                     "pipelines with leanformers.")
     commands = parser.add_subparsers(dest="command", required=True)
     chat_parser = commands.add_parser("chat", help="interactive chat (reads one message per line from a pipe)")
     add_sampling_arguments(chat_parser)
@@ -172,6 +292,34 @@ def build_parser():
     convert_parser.add_argument("gguf_file")
     convert_parser.add_argument("out_dir")
     convert_parser.set_defaults(run=convert)
+    train_parser = commands.add_parser("train", help="fine-tune a causal LM on a text or JSONL file")
+    train_parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
+    train_parser.add_argument("--data", required=True, help="a text file, or JSONL of prompt/completion or messages")
+    train_parser.add_argument("--format", choices=["text", "prompt-completion", "messages"], default="text")
+    train_parser.add_argument("--from-scratch", action="store_true", help="random weights from the model's config")
+    train_parser.add_argument("--lora", action="store_true", help="train LoRA adapters instead of every weight")
+    train_parser.add_argument("--lora-r", type=positive_int, default=8)
+    train_parser.add_argument("--lora-alpha", type=positive_int, default=16)
+    train_parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                              help="comma-separated names of the linear layers that get adapters")
+    train_parser.add_argument("--save-adapter", action="store_true", help="save the LoRA adapter alone, not merged")
+    train_parser.add_argument("--epochs", type=float, default=3.0)
+    train_parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    train_parser.add_argument("--lr", type=float, default=None, help="learning rate (2e-4 with --lora, else 5e-5)")
+    train_parser.add_argument("--batch-size", type=positive_int, default=4)
+    train_parser.add_argument("--grad-accum", type=positive_int, default=1)
+    train_parser.add_argument("--max-length", type=positive_int, default=512, help="tokens per block or example")
+    train_parser.add_argument("--warmup-steps", type=float, default=0)
+    train_parser.add_argument("--logging-steps", type=positive_int, default=10)
+    train_parser.add_argument("--eval-steps", type=positive_int, default=None, help="evaluate every N steps "
+                              "(default: every epoch)")
+    train_parser.add_argument("--save-steps", type=positive_int, default=None, help="checkpoint every N steps "
+                              "(default: every epoch)")
+    train_parser.add_argument("--eval-file", default=None, help="held-out file in the same format")
+    train_parser.add_argument("--output-dir", default="trained-model")
+    train_parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train_parser.add_argument("--seed", type=int, default=42)
+    train_parser.set_defaults(run=train)
     eval_parser = commands.add_parser("eval", help="mean loss and perplexity of a model over a text or JSONL file")
     eval_parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
     eval_parser.add_argument("--data", required=True, help="a text file, or JSONL of prompt/completion or messages")
@@ -179,6 +327,26 @@ def build_parser():
     eval_parser.add_argument("--max-length", type=positive_int, default=512, help="tokens per block or example")
     eval_parser.add_argument("--batch-size", type=positive_int, default=4)
     eval_parser.set_defaults(run=evaluate)
+    pipe_parser = commands.add_parser(
+        "pipeline", help="run a pipeline over inputs, one JSON result per line",
+        description="Run pipeline(TASK) over each INPUT (or each line of standard input) and print one JSON result "
+                    "per line. The task options are passed only when given, so each task keeps its own defaults.")
+    pipe_parser.add_argument("task", help="text-classification (sentiment-analysis), text-generation, fill-mask, "
+                             "feature-extraction, zero-shot-classification, ...")
+    pipe_parser.add_argument("inputs", nargs="*", metavar="INPUT", help="texts; none or - to read standard input")
+    pipe_parser.add_argument("--model", default=None, help="folder, .gguf file, hub id or bundled name (default: "
+                             "the task's default model)")
+    pipe_parser.add_argument("--batch-size", type=positive_int, default=8)
+    pipe_parser.add_argument("--top-k", type=positive_int, default=argparse.SUPPRESS,
+                             help="labels or tokens per result (text-classification, fill-mask)")
+    pipe_parser.add_argument("--max-new-tokens", type=positive_int, default=argparse.SUPPRESS, help="text-generation")
+    pipe_parser.add_argument("--temperature", type=float, default=argparse.SUPPRESS,
+                             help="text-generation: 0 for greedy decoding, else sampling at this temperature")
+    pipe_parser.add_argument("--candidate-labels", default=argparse.SUPPRESS,
+                             help="zero-shot-classification: comma-separated labels")
+    pipe_parser.add_argument("--multi-label", action="store_true", default=argparse.SUPPRESS,
+                             help="zero-shot-classification: score each label on its own")
+    pipe_parser.set_defaults(run=run_pipeline)
     return parser
 
 
@@ -190,7 +358,14 @@ def positive_int(text: str) -> int:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops filling INPUT ... at the first option after TASK: the inputs after it come back here
+        unknown = [arg for arg in extra if arg.startswith("-") and arg != "-"]
+        if args.command != "pipeline" or unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.inputs += extra
     if getattr(args, "max_new_tokens", 1) < 1:
         raise SystemExit("leanformers: --max-new-tokens must be at least 1")
     try:

@@ -104,3 +104,31 @@ def smollm2_pair(smollm2_gguf):
         str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
     ours = AutoModelForCausalLM.from_pretrained(smollm2_gguf)
     return ref, ours
+
+
+TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
+def bert_pipeline_checkpoint(tmp_path_factory):
+    """(transformers head class name, config overrides) -> folder with a tiny random BERT written by transformers
+    and all-MiniLM-L6-v2's WordPiece tokenizer (as transformers saves it), for pipeline tests."""
+    import transformers
+
+    from leanformers.hub import bundled_model_path
+
+    made = {}
+
+    def make(head: str, **overrides):
+        key = (head, json.dumps(overrides, sort_keys=True))
+        if key not in made:
+            torch.manual_seed(0)
+            config = transformers.BertConfig(**{**TINY_BERT, **overrides})
+            folder = tmp_path_factory.mktemp(f"pipeline-{head}")
+            getattr(transformers, head)(config).save_pretrained(folder)
+            transformers.AutoTokenizer.from_pretrained(bundled_model_path("all-minilm-l6-v2")).save_pretrained(folder)
+            made[key] = folder
+        return made[key]
+
+    return make

@@ -58,6 +58,10 @@ def drop_replaced_labels(config_dict: dict, overrides: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
 
 
+def make_output_require_grad(module, inputs, output):
+    output.requires_grad_(True)
+
+
 class PreTrainedModel(nn.Module, GenerationMixin):
     config_class = PretrainedConfig
     base_model_prefix = ""
@@ -65,6 +69,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     ignored_checkpoint_keys: tuple = ()
     # Weights a checkpoint may lack (key suffixes): they are initialized, with a warning (BERT's pooler).
     optional_checkpoint_keys: tuple = ()
+    # Set by gradient_checkpointing_enable on the model and each PreTrainedModel inside it (a head's base model).
+    gradient_checkpointing = False
+    _require_grads_hook = None
 
     def __init__(self, config):
         super().__init__()
@@ -172,6 +179,55 @@ class PreTrainedModel(nn.Module, GenerationMixin):
                 output.out_features = new_num_tokens
         self.config.vocab_size = new_num_tokens
         return embedding
+
+    # -- activation (gradient) checkpointing -----------------------------------------------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        """Keep only each layer's input in the forward and recompute the layer in backward: activation
+        memory of one layer instead of all, for about one more forward per step. It applies while the
+        model is training with grad enabled; eval, no_grad and generation run as usual.
+
+        gradient_checkpointing_kwargs go to torch.utils.checkpoint.checkpoint (use_reentrant defaults to
+        False). A reentrant checkpoint passes gradients only to inputs that require them, so then the input
+        embeddings' output is made to require grad (enable_input_require_grads), or LoRA over frozen
+        embeddings would get none.
+        """
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel):
+                module.gradient_checkpointing, module.gradient_checkpointing_kwargs = True, kwargs
+        if kwargs["use_reentrant"]:
+            self.enable_input_require_grads()
+
+    def gradient_checkpointing_disable(self):
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel):
+                module.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(isinstance(m, PreTrainedModel) and m.gradient_checkpointing for m in self.modules())
+
+    # transformers 5's names for the three above (it keeps the gradient_* ones as deprecated aliases)
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None):
+        self.gradient_checkpointing_enable(activation_checkpointing_kwargs)
+
+    def activation_checkpointing_disable(self):
+        self.gradient_checkpointing_disable()
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return self.is_gradient_checkpointing
+
+    def enable_input_require_grads(self):
+        """Make the input embeddings' output require grad, so gradients pass through a reentrant checkpoint
+        to adapters above frozen embeddings."""
+        if self._require_grads_hook is None:
+            self._require_grads_hook = self.get_input_embeddings().register_forward_hook(make_output_require_grad)
+
+    def disable_input_require_grads(self):
+        if self._require_grads_hook is not None:
+            self._require_grads_hook.remove()
+            self._require_grads_hook = None
 
     # -- facts ----------------------------------------------------------------------------
     @property

@@ -12,7 +12,8 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import (QuestionAnsweringHead, TokenClassificationHead, check_integer_labels,
                     classifier_dropout, sequence_classification_loss)
-from .layers import attention, attention_with_weights, build_attention_mask, embed_token_ids, get_activation
+from .layers import (attention, attention_with_weights, build_attention_mask, checkpointed, embed_token_ids,
+                     get_activation)
 from .outputs import (BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, MultipleChoiceModelOutput,
                       SequenceClassifierOutput)
 
@@ -223,7 +224,7 @@ class BertModel(BertPreTrainedModel):
         x = self.embeddings(inputs_embeds, token_type_ids, position_ids)
         all_hidden, all_attentions = [x], []
         for layer in self.encoder.layer:
-            x, weights = layer(x, mask, output_attentions)
+            x, weights = checkpointed(self, layer)(x, mask, output_attentions)
             all_hidden.append(x)
             all_attentions.append(weights)
         return BaseModelOutputWithPoolingAndCrossAttentions(

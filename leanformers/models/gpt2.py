@@ -149,7 +149,7 @@ class GPT2Model(GPT2PreTrainedModel):
         x = self.drop(x)
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=x.device)
 
-        return run_decoder_layers(self.h, x, self.ln_f, cache, output_hidden_states, output_attentions,
+        return run_decoder_layers(self, self.h, x, self.ln_f, cache, output_hidden_states, output_attentions,
                                   lambda block, x: block(x, mask, cache, output_attentions))
 
 

@@ -4,13 +4,16 @@ attention masks from `attention_mask`, and attention on SDPA.
 The KV cache is used only through `cache.update(layer_idx, k, v) -> (k, v)`.
 """
 
+import functools
 import math
 import operator
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..generation.cache import KVCache
 from .outputs import BaseModelOutputWithPast
@@ -450,6 +453,10 @@ def start_decoder_forward(model, embed, input_ids, inputs_embeds, attention_mask
     if inputs_embeds is None:
         inputs_embeds = embed_token_ids(embed, input_ids)
     use_cache = use_cache if use_cache is not None else (model.config.use_cache and not model.training)
+    if use_cache and checkpointing(model):  # the backward's recompute of a layer would write its keys again
+        warnings.warn("use_cache=True is incompatible with gradient checkpointing while training; setting "
+                      "use_cache=False")
+        use_cache = False
     if use_cache and cache is None:
         cache = KVCache()
     B, T, _ = inputs_embeds.shape
@@ -465,9 +472,26 @@ def start_decoder_forward(model, embed, input_ids, inputs_embeds, attention_mask
     return inputs_embeds, (cache if use_cache else None), position_ids, past
 
 
-def run_decoder_layers(layers, x, final_norm, cache, output_hidden_states: bool, output_attentions: bool, run_layer):
-    """x (B, T, C) through each layer (`run_layer(layer, x) -> (x, attention weights)`), then final_norm;
-    the hidden states and attention weights are collected when asked for."""
+def checkpointing(model) -> bool:
+    """Whether the model's layers run under activation checkpointing (gradient_checkpointing_enable) in this
+    forward: only when a backward can follow, i.e. training with grad enabled."""
+    return model.gradient_checkpointing and model.training and torch.is_grad_enabled()
+
+
+def checkpointed(model, function):
+    """`function`, or, while checkpointing(model), `function` whose activations are recomputed in backward
+    instead of kept (torch restores the RNG state by default, so dropout draws the same masks again)."""
+    if not checkpointing(model):
+        return function
+    return functools.partial(checkpoint, function, **model.gradient_checkpointing_kwargs)
+
+
+def run_decoder_layers(model, layers, x, final_norm, cache, output_hidden_states: bool, output_attentions: bool,
+                       run_layer):
+    """x (B, T, C) through each layer (`run_layer(layer, x) -> (x, attention weights)`, checkpointed when
+    the model checkpoints its layers), then final_norm; the hidden states and attention weights are
+    collected when asked for."""
+    run_layer = checkpointed(model, run_layer)
     all_hidden, all_attentions = [], []
     for layer in layers:
         if output_hidden_states:

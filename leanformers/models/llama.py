@@ -141,8 +141,8 @@ class LlamaModel(LlamaPreTrainedModel):
         T = inputs_embeds.shape[1]
         mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device)
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
-        return run_decoder_layers(self.layers, inputs_embeds, self.norm, cache, output_hidden_states, output_attentions,
-                                  lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions))
+        return run_decoder_layers(self, self.layers, inputs_embeds, self.norm, cache, output_hidden_states,
+                                  output_attentions, lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):

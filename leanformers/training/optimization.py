@@ -1,4 +1,4 @@
-"""The hand-written training loop's helpers: learning-rate schedules and set_seed.
+"""The hand-written training loop's helpers: learning-rate schedules, set_seed, and AdamW's parameter groups.
 
 `get_scheduler(name, optimizer, num_warmup_steps, num_training_steps)` returns a torch LambdaLR whose
 multiplier of the initial learning rate at step t is one of the small pure functions below; their values
@@ -12,6 +12,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -147,3 +148,18 @@ def set_seed(seed: int, deterministic: bool = False):
     torch.cuda.manual_seed_all(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True)
+
+
+def no_decay(name: str, module: nn.Module) -> bool:
+    """Biases and normalization weights train without weight decay, as transformers groups them."""
+    return name.endswith("bias") or "norm" in type(module).__name__.lower() or "norm" in name.rpartition(".")[0].lower()
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    modules = dict(model.named_modules())
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (plain if no_decay(name, modules[name.rpartition(".")[0]]) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
