@@ -27,6 +27,7 @@ import transformers
 
 from leanformers import AutoModelForCausalLM, AutoTokenizer
 from leanformers.hub import bundled_model_path
+from machine import cpu_description
 
 PROMPTS = ["Hello, my name is", "The capital of France is", "def fibonacci(n):", "Once upon a time",
            "The quick brown fox", "Water boils at", "Here is a list of fruits:", "In 1969,"]
@@ -155,8 +156,8 @@ def main():
     args = parser.parse_args()
     if args.peak_memory_child:
         return peak_memory_child(args.peak_memory_child, args.dtype)
-    print(f"SmolLM2-135M {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(cpu_description())
+    print(f"SmolLM2-135M {args.dtype}")
     if args.profile:
         return measure_profile(args, getattr(torch, args.dtype))
     print(f"{'':<34} {'leanformers':>10} {'transformers':>13} {'ratio':>7}")

@@ -1,0 +1,168 @@
+"""Training speed and memory: leanformers.Trainer vs transformers.Trainer on SmolLM2-135M-Instruct, side by
+side in one run; full fine-tuning, and LoRA (leanformers' get_peft_model vs peft's over transformers).
+
+    .venv/bin/python benchmarks/train.py [--repeats 3] [--steps 5] [--lora-targets q_proj,v_proj] [--no-memory]
+
+Both libraries train the same weights (the packaged GGUF, dequantized by leanformers and saved as
+safetensors, which each side loads) on 4 rows of 256 random token ids a step, labels = input_ids, in fp32,
+through their Trainer with the same arguments, transformers' defaults spelled out: torch's fused AdamW
+(optim adamw_torch_fused), learning rate 5e-5 on the linear schedule, no weight decay, gradients clipped to
+norm 1.0. leanformers runs twice: as its Trainer calls the model, and with skip_logits=True in each batch
+(the loss over the vocabulary a block of rows at a time, no logits kept), which the Trainer does not pass yet.
+
+Prints, for full fine-tuning and for LoRA (r=8, alpha 16, on --lora-targets), against transformers:
+  - peak RSS of a fresh process that loads the model and trains 1 + --steps steps (lower is better);
+  - tokens/s over --steps steps after one warm-up step, each side's median over --repeats runs that
+    alternate between the sides (the order reversed every other repeat), and each run's figures.
+Absolute numbers on a shared machine are noise; the ratios measured in the same run are the figures to compare.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import peft
+import torch
+import transformers
+
+import leanformers
+from leanformers.hub import DEFAULT_CHAT_MODEL, bundled_model_path
+from machine import cpu_description
+
+BATCH, LENGTH = 4, 256
+LEARNING_RATE, MAX_GRAD_NORM = 5e-5, 1.0
+# side -> (library, skip_logits)
+SIDES = {"leanformers": ("leanformers", False), "leanformers, skip_logits": ("leanformers", True),
+         "transformers": ("transformers", False)}
+
+
+def training_rows(steps: int) -> list:
+    """One warm-up step and `steps` more of random token ids, as dataset rows."""
+    ids = torch.randint(100, 40000, ((steps + 1) * BATCH, LENGTH), generator=torch.Generator().manual_seed(0))
+    return [{"input_ids": row, "labels": row.clone()} for row in ids]
+
+
+def load_model(library: str, weights: str, lora_targets):
+    """The model to train: the full model, or with LoRA adapters on lora_targets (r=8, alpha 16)."""
+    lora = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=lora_targets, task_type="CAUSAL_LM")
+    if library == "leanformers":
+        model = leanformers.AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+        return leanformers.get_peft_model(model, leanformers.LoraConfig(**lora)) if lora_targets else model
+    model = transformers.AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+    return peft.get_peft_model(model, peft.LoraConfig(**lora)) if lora_targets else model
+
+
+def train(library: str, model, rows, on_step_end, skip_logits: bool = False):
+    """One step per BATCH rows through the library's Trainer; on_step_end() after each."""
+    lib = leanformers if library == "leanformers" else transformers
+
+    class StepEnds(lib.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            on_step_end()
+
+    collate = lib.default_data_collator
+    if skip_logits:  # the Trainer does not pass it (yet): each batch carries it to the model's forward
+        collate = lambda rows: {**lib.default_data_collator(rows), "skip_logits": True}  # noqa: E731
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = lib.TrainingArguments(
+            output_dir=output_dir, max_steps=len(rows) // BATCH, per_device_train_batch_size=BATCH,
+            learning_rate=LEARNING_RATE, lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=MAX_GRAD_NORM,
+            optim="adamw_torch_fused", report_to="none", save_strategy="no", logging_steps=10**6,
+            disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
+        trainer = lib.Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepEnds()])
+        if library == "transformers":
+            trainer.remove_callback(transformers.PrinterCallback)  # its end-of-training metrics would cut into the table
+        trainer.train()
+
+
+def tokens_per_second(side: str, model, rows) -> float:
+    """Tokens/s of the steps after the first (the warm-up), timed from one step's end to the next's."""
+    ends = []
+    train(*SIDES[side], model, rows, lambda: ends.append(time.perf_counter()))
+    return (len(ends) - 1) * BATCH * LENGTH / (ends[-1] - ends[0])
+
+
+def report(label, values, note=""):
+    """One row per leanformers side, with its ratio to transformers."""
+    for side, (library, skip_logits) in SIDES.items():
+        if library == "leanformers":
+            ratio = values[side] / values["transformers"]
+            print(f"{label + (', skip_logits' if skip_logits else ''):<46} {values[side]:>11.1f} "
+                  f"{values['transformers']:>13.1f} {ratio:>6.2f}x  {note}")
+
+
+def measure_speed(args, weights, label, lora_targets):
+    rows = training_rows(args.steps)
+    models = {side: load_model(library, weights, lora_targets) for side, (library, _) in SIDES.items()}
+    rates = {side: [] for side in SIDES}
+    for repeat in range(args.repeats):
+        for side in list(SIDES)[:: 1 if repeat % 2 == 0 else -1]:
+            rates[side].append(tokens_per_second(side, models[side], rows))
+    runs = " ".join("/".join(f"{rates[side][i]:.0f}" for side in SIDES) for i in range(args.repeats))
+    report(f"{label} (tok/s)", {side: statistics.median(r) for side, r in rates.items()}, f"runs {runs}")
+
+
+def peak_memory_child(args):
+    """Run in a fresh process: load one side's model, train 1 + --steps steps, print peak RSS (MB)."""
+    library, skip_logits = SIDES[args.child]
+    model = load_model(library, args.weights, args.lora_child)
+    train(library, model, training_rows(args.steps), lambda: None, skip_logits)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def measure_memory(args, weights, label, lora_targets):
+    peaks = {}
+    for side in SIDES:
+        command = [sys.executable, __file__, "--child", side, "--weights", weights, "--steps", str(args.steps)]
+        if lora_targets:
+            command += ["--lora-child", ",".join(lora_targets)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        peaks[side] = float(out.stdout.strip().splitlines()[-1])
+    report(f"{label} peak RSS (MB)", peaks, "(lower is better)")
+
+
+def save_weights(folder):
+    """Run in a fresh process, so that loading the GGUF does not raise the parent's peak RSS, which the
+    memory children would inherit (Linux keeps a process's peak RSS across exec)."""
+    leanformers.AutoModelForCausalLM.from_pretrained(bundled_model_path(DEFAULT_CHAT_MODEL)).save_pretrained(folder)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated linear layer names")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--lora-child", type=lambda s: s.split(","), help=argparse.SUPPRESS)
+    parser.add_argument("--save-weights", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    # This script's folder holds a datasets.py, which would shadow the datasets package the Trainer imports.
+    sys.path.remove(os.path.dirname(os.path.abspath(__file__)))
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    if args.save_weights:
+        return save_weights(args.save_weights)
+    if args.child:
+        return peak_memory_child(args)
+    print(cpu_description())
+    print(f"SmolLM2-135M fp32, batch {BATCH} x {LENGTH} tokens, 1 warm-up + {args.steps} steps; peft {peft.__version__}")
+    modes = [("full fine-tuning", None), (f"LoRA r=8 {args.lora_targets}", args.lora_targets.split(","))]
+    with tempfile.TemporaryDirectory() as weights:
+        subprocess.run([sys.executable, __file__, "--save-weights", weights], check=True)
+        print(f"{'':<46} {'leanformers':>11} {'transformers':>13} {'ratio':>7}")
+        if not args.no_memory:  # first: a child's peak RSS starts from its parent's
+            for label, lora_targets in modes:
+                measure_memory(args, weights, label, lora_targets)
+        for label, lora_targets in modes:
+            measure_speed(args, weights, label, lora_targets)
+
+
+if __name__ == "__main__":
+    main()
