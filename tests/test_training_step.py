@@ -116,6 +116,19 @@ def test_training_step_without_logits_drops_the_packed_decode_copies(llama_check
     assert all(m.packed.version is None for m in model.modules() if isinstance(m, layers.Linear))
 
 
+def test_bf16_autocast_training_step_without_logits_follows_the_plain_one(llama_checkpoint):
+    _, folder = llama_checkpoint("gqa")
+    model = LlamaForCausalLM.from_pretrained(folder).train()
+    ids, labels = random_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, expected_grads = training_step(model, ids, labels, num_items_in_batch=40)
+        got, grads = training_step(model, ids, labels, num_items_in_batch=40, skip_logits=True)
+    assert got.loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
+    torch.testing.assert_close(got.loss, expected.loss, atol=2e-6, rtol=0)  # bf16 logits too (fp32 ones: 1e-5 off)
+    for name, grad in grads.items():  # bf16 rounding apart (the blocks sum lm_head's gradient in bf16)
+        torch.testing.assert_close(grad, expected_grads[name], atol=2e-2, rtol=5e-2, msg=lambda m: f"{name}: {m}")
+
+
 def test_skip_logits_needs_labels(llama_checkpoint):
     _, folder = llama_checkpoint("untied")
     with pytest.raises(ValueError, match="needs labels"):

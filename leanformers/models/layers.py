@@ -35,9 +35,15 @@ def get_activation(name: str):
     return ACTIVATIONS[name]
 
 
+def trains_plainly(x) -> bool:
+    """Whether a training computation on x can run through one of the Functions below: gradients on and
+    no autocast (which would pick each op's dtype inside the Function but not in its backward)."""
+    return torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
 def gated_mlp(act, gate, up, down_proj: nn.Module):
     """down_proj(act(gate) * up), the gated MLP's output; silu's, when it trains, through SiluGatedLinear."""
-    if (act is F.silu and torch.is_grad_enabled() and type(down_proj) in (nn.Linear, Linear)
+    if (act is F.silu and trains_plainly(gate) and type(down_proj) in (nn.Linear, Linear)
             and (gate.requires_grad or up.requires_grad or down_proj.weight.requires_grad)):
         drop_decode_copies(down_proj)
         return SiluGatedLinear.apply(gate, up, down_proj.weight, down_proj.bias)
@@ -103,7 +109,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            if trains_plainly(x) and (x.requires_grad or self.weight.requires_grad):
                 return RMSNormFunction.apply(x, self.weight, self.variance_epsilon)
             return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
         # As the reference: normalise in fp32 (rms_norm upcasts), round to x's dtype, then scale by the weight.
@@ -591,7 +597,12 @@ def linear_cross_entropy(hidden, weight, labels, ignore_index: int = -100, num_i
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the input's {tuple(hidden.shape[:-1])}")
     targets = F.pad(labels, (0, 1), value=ignore_index)[..., 1:].flatten().to(hidden.device)
     scored = (targets != ignore_index).nonzero().squeeze(1)
-    loss = LinearCrossEntropy.apply(hidden.flatten(0, -2).index_select(0, scored), weight, targets[scored])
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):  # F.linear's inputs as autocast would cast them, their gradients cast back
+        dtype = torch.get_autocast_dtype(device)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False):
+        loss = LinearCrossEntropy.apply(hidden.flatten(0, -2).index_select(0, scored), weight, targets[scored])
     return loss / torch.as_tensor(len(scored) if num_items_in_batch is None else num_items_in_batch, device=loss.device)
 
 
