@@ -14,7 +14,6 @@ noise; the ratios from the same run are the figures to compare.
 """
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import transformers
 from leanformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 from leanformers.hub import bundled_model_path
 from leanformers.pipelines import TASKS
+from machine import cpu_description
 
 SENTENCES = ["The film was a delight from start to finish.", "Our flight was delayed for six hours again.",
              "Paris is the capital of France and its largest city.", "The new phone has a brighter screen.",
@@ -49,23 +49,6 @@ INPUTS = {
 # Encoder heads whose config must name labels for the pipeline to run.
 HEAD_CONFIG = {"zero-shot-classification": {"id2label": {0: "contradiction", 1: "neutral", 2: "entailment"},
                                             "label2id": {"contradiction": 0, "neutral": 1, "entailment": 2}}}
-
-
-def cpu_description() -> str:
-    """The CPU's name, the vector extensions that decide which kernels run, and torch's threads."""
-    name, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
-    shown = " ".join(flag for flag in wanted if flag in flags) or "none of " + " ".join(wanted)
-    return f"{name}; {shown}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), " \
-           f"{torch.get_num_threads()} threads, transformers {transformers.__version__}"
 
 
 def write_checkpoint(task: str, folder: Path) -> Path:

@@ -13,7 +13,8 @@ norm 1.0. leanformers runs twice: as its Trainer calls the model, and with skip_
 Prints, for full fine-tuning and for LoRA (r=8, alpha 16, on --lora-targets), against transformers:
   - peak RSS of a fresh process that loads the model and trains 1 + --steps steps (lower is better);
   - tokens/s over --steps steps after one warm-up step, each side's median over --repeats runs that
-    alternate between the sides (the order reversed every other repeat), and each run's figures.
+    alternate between the sides (the order reversed every other repeat), and each run's figures
+    (leanformers / leanformers with skip_logits / transformers).
 Absolute numbers on a shared machine are noise; the ratios measured in the same run are the figures to compare.
 """
 
@@ -65,9 +66,10 @@ def train(library: str, model, rows, on_step_end, skip_logits: bool = False):
         def on_step_end(self, args, state, control, **kwargs):
             on_step_end()
 
-    collate = lib.default_data_collator
-    if skip_logits:  # the Trainer does not pass it (yet): each batch carries it to the model's forward
-        collate = lambda rows: {**lib.default_data_collator(rows), "skip_logits": True}  # noqa: E731
+    def collate(rows):  # the Trainer does not pass skip_logits (yet): each batch carries it to the model's forward
+        batch = lib.default_data_collator(rows)
+        return {**batch, "skip_logits": True} if skip_logits else batch
+
     with tempfile.TemporaryDirectory() as output_dir:
         args = lib.TrainingArguments(
             output_dir=output_dir, max_steps=len(rows) // BATCH, per_device_train_batch_size=BATCH,
@@ -82,8 +84,8 @@ def train(library: str, model, rows, on_step_end, skip_logits: bool = False):
 
 def tokens_per_second(side: str, model, rows) -> float:
     """Tokens/s of the steps after the first (the warm-up), timed from one step's end to the next's."""
-    ends = []
-    train(*SIDES[side], model, rows, lambda: ends.append(time.perf_counter()))
+    ends, (library, skip_logits) = [], SIDES[side]
+    train(library, model, rows, lambda: ends.append(time.perf_counter()), skip_logits)
     return (len(ends) - 1) * BATCH * LENGTH / (ends[-1] - ends[0])
 
 
@@ -92,7 +94,7 @@ def report(label, values, note=""):
     for side, (library, skip_logits) in SIDES.items():
         if library == "leanformers":
             ratio = values[side] / values["transformers"]
-            print(f"{label + (', skip_logits' if skip_logits else ''):<46} {values[side]:>11.1f} "
+            print(f"{label + (', skip_logits' if skip_logits else ''):<50} {values[side]:>11.1f} "
                   f"{values['transformers']:>13.1f} {ratio:>6.2f}x  {note}")
 
 
@@ -156,7 +158,7 @@ def main():
     modes = [("full fine-tuning", None), (f"LoRA r=8 {args.lora_targets}", args.lora_targets.split(","))]
     with tempfile.TemporaryDirectory() as weights:
         subprocess.run([sys.executable, __file__, "--save-weights", weights], check=True)
-        print(f"{'':<46} {'leanformers':>11} {'transformers':>13} {'ratio':>7}")
+        print(f"{'':<50} {'leanformers':>11} {'transformers':>13} {'ratio':>7}")
         if not args.no_memory:  # first: a child's peak RSS starts from its parent's
             for label, lora_targets in modes:
                 measure_memory(args, weights, label, lora_targets)
