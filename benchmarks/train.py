@@ -1,7 +1,7 @@
 """Training speed and memory: leanformers.Trainer vs transformers.Trainer on SmolLM2-135M-Instruct, side by
 side in one run; full fine-tuning, and LoRA (leanformers' get_peft_model vs peft's over transformers).
 
-    .venv/bin/python benchmarks/train.py [--repeats 3] [--steps 5] [--lora-targets q_proj,v_proj] [--no-memory]
+    .venv/bin/python benchmarks/train.py [--lora] [--repeats 3] [--steps 5] [--lora-targets q_proj,v_proj] [--no-memory]
 
 Both libraries train the same weights (the packaged GGUF, dequantized by leanformers and saved as
 safetensors, which each side loads) on 4 rows of 256 random token ids a step, labels = input_ids, in fp32,
@@ -10,7 +10,8 @@ through their Trainer with the same arguments, transformers' defaults spelled ou
 norm 1.0. leanformers runs twice: as its Trainer calls the model, and with skip_logits=True in each batch
 (the loss over the vocabulary a block of rows at a time, no logits kept), which the Trainer does not pass yet.
 
-Prints, for full fine-tuning and for LoRA (r=8, alpha 16, on --lora-targets), against transformers:
+Prints, for full fine-tuning and for LoRA (r=8, alpha 16, on --lora-targets; --lora: LoRA only), against
+transformers:
   - peak RSS of a fresh process that loads the model and trains 1 + --steps steps (lower is better);
   - tokens/s over --steps steps after one warm-up step, each side's median over --repeats runs that
     alternate between the sides (the order reversed every other repeat), and each run's figures
@@ -138,6 +139,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lora", action="store_true", help="only the LoRA runs")
     parser.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated linear layer names")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
@@ -155,7 +157,9 @@ def main():
         return peak_memory_child(args)
     print(cpu_description())
     print(f"SmolLM2-135M fp32, batch {BATCH} x {LENGTH} tokens, 1 warm-up + {args.steps} steps; peft {peft.__version__}")
-    modes = [("full fine-tuning", None), (f"LoRA r=8 {args.lora_targets}", args.lora_targets.split(","))]
+    modes = [(f"LoRA r=8 {args.lora_targets}", args.lora_targets.split(","))]
+    if not args.lora:
+        modes.insert(0, ("full fine-tuning", None))
     with tempfile.TemporaryDirectory() as weights:
         subprocess.run([sys.executable, __file__, "--save-weights", weights], check=True)
         print(f"{'':<50} {'leanformers':>11} {'transformers':>13} {'ratio':>7}")
