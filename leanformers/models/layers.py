@@ -63,14 +63,18 @@ class SiluGatedLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # grad (B, T, C)
+        # Written in place where it can be: each fresh (B, T, intermediate_size) tensor costs its page faults.
         gate, up, weight = ctx.saved_tensors
         needs_gate, needs_up, needs_weight, needs_bias = ctx.needs_input_grad
         silu = F.silu(gate)
-        grad_weight = grad.flatten(0, -2).T @ (silu * up).flatten(0, -2) if needs_weight else None
         grad_bias = grad.flatten(0, -2).sum(0) if needs_bias else None
         grad_product = grad @ weight  # (B, T, intermediate_size)
-        grad_gate = torch.ops.aten.silu_backward(grad_product * up, gate) if needs_gate else None
+        grad_gate = None
+        if needs_gate:
+            grad_gate = grad_product * up
+            torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
         grad_up = grad_product.mul_(silu) if needs_up else None
+        grad_weight = grad.flatten(0, -2).T @ silu.mul_(up).flatten(0, -2) if needs_weight else None
         return grad_gate, grad_up, grad_weight, grad_bias
 
 
@@ -91,13 +95,15 @@ class RMSNormFunction(torch.autograd.Function):
         C = x.shape[-1]
         rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(C).add_(ctx.eps).rsqrt_()  # (..., 1)
         normed = x * rstd
-        grad_weight = (grad * normed).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
-        grad_x = None
+        grad_x = grad_weight = scratch = None  # scratch: grad * normed, then grad_x in the same memory
+        if ctx.needs_input_grad[1]:
+            scratch = grad * normed
+            grad_weight = scratch.flatten(0, -2).sum(0)
         if ctx.needs_input_grad[0]:
-            grad_normed = grad * weight
+            grad_normed = torch.mul(grad, weight, out=scratch)
             # d/dx of x * rstd(x): rstd * (g - normed * mean(g * normed))
             dot = torch.linalg.vecdot(grad_normed, normed, dim=-1).unsqueeze_(-1)
-            grad_x = torch.addcmul(grad_normed, normed, dot, value=-1 / C).mul_(rstd)
+            grad_x = grad_normed.addcmul_(normed, dot, value=-1 / C).mul_(rstd)
         return grad_x, grad_weight, None
 
 
