@@ -7,15 +7,15 @@ Both libraries train the same weights (the packaged GGUF, dequantized by leanfor
 safetensors, which each side loads) on 4 rows of 256 random token ids a step, labels = input_ids, in fp32,
 through their Trainer with the same arguments, transformers' defaults spelled out: torch's fused AdamW
 (optim adamw_torch_fused), learning rate 5e-5 on the linear schedule, no weight decay, gradients clipped to
-norm 1.0. leanformers runs twice: as its Trainer calls the model, and with skip_logits=True in each batch
-(the loss over the vocabulary a block of rows at a time, no logits kept), which the Trainer does not pass yet.
+norm 1.0. leanformers' Trainer asks the model for the loss alone (skip_logits=True: the loss over the
+vocabulary a block of rows at a time, no logits kept); transformers' does so only under use_liger_kernel.
 
 Prints, for full fine-tuning and for LoRA (r=8, alpha 16, on --lora-targets; --lora: LoRA only), against
 transformers:
   - peak RSS of a fresh process that loads the model and trains 1 + --steps steps (lower is better);
   - tokens/s over --steps steps after one warm-up step, each side's median over --repeats runs that
     alternate between the sides (the order reversed every other repeat), and each run's figures
-    (leanformers / leanformers with skip_logits / transformers).
+    (leanformers / transformers).
 Absolute numbers on a shared machine are noise; the ratios measured in the same run are the figures to compare.
 """
 
@@ -38,9 +38,7 @@ from machine import cpu_description
 
 BATCH, LENGTH = 4, 256
 LEARNING_RATE, MAX_GRAD_NORM = 5e-5, 1.0
-# side -> (library, skip_logits)
-SIDES = {"leanformers": ("leanformers", False), "leanformers, skip_logits": ("leanformers", True),
-         "transformers": ("transformers", False)}
+SIDES = ("leanformers", "transformers")
 
 
 def training_rows(steps: int) -> list:
@@ -59,7 +57,7 @@ def load_model(library: str, weights: str, lora_targets):
     return peft.get_peft_model(model, peft.LoraConfig(**lora)) if lora_targets else model
 
 
-def train(library: str, model, rows, on_step_end, skip_logits: bool = False):
+def train(library: str, model, rows, on_step_end):
     """One step per BATCH rows through the library's Trainer; on_step_end() after each."""
     lib = leanformers if library == "leanformers" else transformers
 
@@ -67,44 +65,37 @@ def train(library: str, model, rows, on_step_end, skip_logits: bool = False):
         def on_step_end(self, args, state, control, **kwargs):
             on_step_end()
 
-    def collate(rows):  # the Trainer does not pass skip_logits (yet): each batch carries it to the model's forward
-        batch = lib.default_data_collator(rows)
-        return {**batch, "skip_logits": True} if skip_logits else batch
-
     with tempfile.TemporaryDirectory() as output_dir:
         args = lib.TrainingArguments(
             output_dir=output_dir, max_steps=len(rows) // BATCH, per_device_train_batch_size=BATCH,
             learning_rate=LEARNING_RATE, lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=MAX_GRAD_NORM,
             optim="adamw_torch_fused", report_to="none", save_strategy="no", logging_steps=10**6,
             disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
-        trainer = lib.Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepEnds()])
+        trainer = lib.Trainer(model=model, args=args, train_dataset=rows,
+                              data_collator=lib.default_data_collator, callbacks=[StepEnds()])
         if library == "transformers":
             trainer.remove_callback(transformers.PrinterCallback)  # its end-of-training metrics would cut into the table
         trainer.train()
 
 
-def tokens_per_second(side: str, model, rows) -> float:
+def tokens_per_second(library: str, model, rows) -> float:
     """Tokens/s of the steps after the first (the warm-up), timed from one step's end to the next's."""
-    ends, (library, skip_logits) = [], SIDES[side]
-    train(library, model, rows, lambda: ends.append(time.perf_counter()), skip_logits)
+    ends = []
+    train(library, model, rows, lambda: ends.append(time.perf_counter()))
     return (len(ends) - 1) * BATCH * LENGTH / (ends[-1] - ends[0])
 
 
 def report(label, values, note=""):
-    """One row per leanformers side, with its ratio to transformers."""
-    for side, (library, skip_logits) in SIDES.items():
-        if library == "leanformers":
-            ratio = values[side] / values["transformers"]
-            print(f"{label + (', skip_logits' if skip_logits else ''):<50} {values[side]:>11.1f} "
-                  f"{values['transformers']:>13.1f} {ratio:>6.2f}x  {note}")
+    ratio = values["leanformers"] / values["transformers"]
+    print(f"{label:<50} {values['leanformers']:>11.1f} {values['transformers']:>13.1f} {ratio:>6.2f}x  {note}")
 
 
 def measure_speed(args, weights, label, lora_targets):
     rows = training_rows(args.steps)
-    models = {side: load_model(library, weights, lora_targets) for side, (library, _) in SIDES.items()}
+    models = {side: load_model(side, weights, lora_targets) for side in SIDES}
     rates = {side: [] for side in SIDES}
     for repeat in range(args.repeats):
-        for side in list(SIDES)[:: 1 if repeat % 2 == 0 else -1]:
+        for side in SIDES[:: 1 if repeat % 2 == 0 else -1]:
             rates[side].append(tokens_per_second(side, models[side], rows))
     runs = " ".join("/".join(f"{rates[side][i]:.0f}" for side in SIDES) for i in range(args.repeats))
     report(f"{label} (tok/s)", {side: statistics.median(r) for side, r in rates.items()}, f"runs {runs}")
@@ -112,9 +103,8 @@ def measure_speed(args, weights, label, lora_targets):
 
 def peak_memory_child(args):
     """Run in a fresh process: load one side's model, train 1 + --steps steps, print peak RSS (MB)."""
-    library, skip_logits = SIDES[args.child]
-    model = load_model(library, args.weights, args.lora_child)
-    train(library, model, training_rows(args.steps), lambda: None, skip_logits)
+    model = load_model(args.child, args.weights, args.lora_child)
+    train(args.child, model, training_rows(args.steps), lambda: None)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 

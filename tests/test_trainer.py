@@ -149,6 +149,26 @@ def test_evaluate_and_predict_match_transformers(llama_checkpoint, tmp_path):
     assert our_out.metrics["test_loss"] == pytest.approx(ref_out.metrics["test_loss"], abs=1e-5)
 
 
+def test_training_and_loss_only_evaluation_compute_no_logits(llama_checkpoint, tmp_path):
+    _, folder = llama_checkpoint("untied")
+    data = lm_data(12)
+    args = dict(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=2, save_strategy="no", **QUIET)
+    ref = transformers.Trainer(transformers.AutoModelForCausalLM.from_pretrained(folder),
+                               transformers.TrainingArguments(str(tmp_path / "ref"), **args),
+                               eval_dataset=datasets.Dataset.from_dict(data), data_collator=pad_collate)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    calls = []  # (training?, logits returned?) of each forward
+    model.register_forward_hook(lambda module, inputs, out: calls.append((module.training, out.logits is not None)))
+    ours = Trainer(model, TrainingArguments(str(tmp_path / "ours"), **args), train_dataset=Dataset.from_dict(data),
+                   eval_dataset=Dataset.from_dict(data), data_collator=pad_collate)
+    assert ours.evaluate()["eval_loss"] == pytest.approx(ref.evaluate()["eval_loss"], abs=1e-5)
+    ours.train()
+    assert calls == [(False, False)] * 3 + [(True, False)] * 2  # nothing reads logits: no compute_metrics
+    calls.clear()
+    assert ours.predict(Dataset.from_dict(data)).predictions.shape[:2] == (12, max(map(len, data["input_ids"])))
+    assert calls == [(False, True)] * 3
+
+
 def test_predict_without_labels_still_predicts(llama_checkpoint, tmp_path):
     _, folder = llama_checkpoint("untied")
     unlabelled = Dataset.from_dict({"input_ids": rows(6)})

@@ -560,10 +560,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     them by the incoming gradient, in place, so it can run once (no retain_graph)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets):  # hidden (N, C), weight (V, C), targets (N,), every one scored
+    def forward(ctx, hidden, weight, targets, grad_enabled):  # hidden (N, C), weight (V, C), targets (N,) all scored
         rows = max(1, LOSS_BLOCK_ELEMENTS // weight.shape[0])
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        # needs_input_grad says True under torch.no_grad() too: an evaluation would pay for gradients unasked.
+        grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if grad_enabled and ctx.needs_input_grad[1] else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], targets[start : start + rows]
@@ -591,7 +592,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             raise RuntimeError("linear_cross_entropy's gradients were handed out by an earlier backward pass; "
                                "it cannot run backward twice (retain_graph)")
         grads, ctx.grads = ctx.grads, None
-        return *(None if g is None else g.mul_(grad_loss) for g in grads), None
+        return *(None if g is None else g.mul_(grad_loss) for g in grads), None, None
 
 
 def linear_cross_entropy(hidden, weight, labels, ignore_index: int = -100, num_items_in_batch=None):
@@ -608,7 +609,8 @@ def linear_cross_entropy(hidden, weight, labels, ignore_index: int = -100, num_i
         dtype = torch.get_autocast_dtype(device)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
     with torch.autocast(device, enabled=False):
-        loss = LinearCrossEntropy.apply(hidden.flatten(0, -2).index_select(0, scored), weight, targets[scored])
+        loss = LinearCrossEntropy.apply(hidden.flatten(0, -2).index_select(0, scored), weight, targets[scored],
+                                        torch.is_grad_enabled())
     return loss / torch.as_tensor(len(scored) if num_items_in_batch is None else num_items_in_batch, device=loss.device)
 
 

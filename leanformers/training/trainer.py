@@ -77,6 +77,9 @@ class Trainer:
         self.label_names = self.args.label_names if self.args.label_names is not None else default_label_names(model)
         self.model_columns = forward_parameters(model) | set(self.label_names) | {"label", "label_ids"}
         self.passes_item_count = "num_items_in_batch" in forward_parameters(model)
+        # A causal LM head can give the loss alone, never holding the (B, T, V) logits (transformers does this
+        # only under use_liger_kernel=True); a custom loss or compute_metrics still gets logits.
+        self.loss_skips_logits = "skip_logits" in forward_parameters(model)
         self.loss_shifts_labels = getattr(unwrap(model), "can_generate", lambda: False)()
         self.state = TrainerState(is_local_process_zero=self.args.should_save,
                                   is_world_process_zero=self.args.should_save)
@@ -347,6 +350,8 @@ class Trainer:
         labels = inputs.pop("labels") if self.compute_loss_func is not None and "labels" in inputs else None
         if num_items_in_batch is not None and labels is None:
             inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        if self.loss_skips_logits and not return_outputs and "labels" in inputs:
+            inputs = {**inputs, "skip_logits": True}
         outputs = model(**inputs)
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
@@ -553,6 +558,8 @@ class Trainer:
         inputs = {k: v.to(self.args.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         labels = [inputs[name] for name in self.label_names if name in inputs]
         has_labels = bool(self.label_names) and len(labels) == len(self.label_names)
+        if prediction_loss_only and self.loss_skips_logits and self.compute_loss_func is None and "labels" in inputs:
+            inputs = {**inputs, "skip_logits": True}
         with torch.no_grad(), self.autocast():
             outputs = model(**inputs)
         loss = None
@@ -566,8 +573,10 @@ class Trainer:
         labels = (labels[0] if len(labels) == 1 else tuple(labels)) if has_labels else None
         return loss, predictions, labels
 
-    def evaluation_loop(self, dataset, prefix: str, ignore_keys=None):
+    def evaluation_loop(self, dataset, prefix: str, ignore_keys=None, prediction_loss_only: bool = None):
         model = self.model
+        if prediction_loss_only is None:
+            prediction_loss_only = self.args.prediction_loss_only
         was_training = model.training
         model.eval()
         loss_sum, examples, scored, all_predictions, all_labels = 0.0, 0, 0, [], []
@@ -576,8 +585,7 @@ class Trainer:
         try:
             for inputs in batches:
                 size = len(next(iter(inputs.values())))
-                loss, predictions, labels = self.prediction_step(model, inputs, self.args.prediction_loss_only,
-                                                                 ignore_keys)
+                loss, predictions, labels = self.prediction_step(model, inputs, prediction_loss_only, ignore_keys)
                 if loss is not None:  # transformers' eval_loss: the batches' mean losses weighted by batch size
                     loss_sum += float(loss) * size
                     scored += size
@@ -605,8 +613,10 @@ class Trainer:
         return PredictionOutput(predictions, labels, metrics)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        # As transformers: without compute_metrics nothing reads the predictions, so none are gathered.
         metrics = self.evaluation_loop(eval_dataset if eval_dataset is not None else self.eval_dataset,
-                                       metric_key_prefix, ignore_keys).metrics
+                                       metric_key_prefix, ignore_keys,
+                                       prediction_loss_only=True if self.compute_metrics is None else None).metrics
         self.log(dict(metrics))
         self.event("on_evaluate", metrics=metrics)
         return metrics
