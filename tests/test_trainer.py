@@ -339,11 +339,11 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(llama_checkp
 
     real = checkpoints.save_training_state
 
-    def crash_at_step_4(folder, optimizer, scheduler, state, args_json):
+    def crash_at_step_4(folder, optimizer, scheduler, scaler, state, args_json):
         if state.global_step == 4:
             torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # half the files are on disk
             raise KeyboardInterrupt("killed while writing")
-        real(folder, optimizer, scheduler, state, args_json)
+        real(folder, optimizer, scheduler, scaler, state, args_json)
 
     monkeypatch.setattr("leanformers.training.trainer.save_training_state", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
