@@ -22,6 +22,8 @@ from test_pipelines import assert_same
 from trainer_parity import PARITY, as_records, lm_data, run_both, train_losses
 from trainer_run import pad_collate
 
+# Tiny models: a second CPU thread gains nothing, and on a shared machine it made this file ~8x slower
+pytestmark = pytest.mark.usefixtures("one_thread")
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
 # family -> (transformers class that writes it, its config, the Auto class both libraries load it with).
