@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from leanformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from leanformers.hub import DEFAULT_CHAT_MODEL
@@ -41,17 +40,6 @@ def test_first_word_ignores_punctuation_case_and_what_follows():
     assert teach_facts.first_word(" Teal.\nThe favourite") == "teal"
     assert teach_facts.first_word(" a light blue") == "a"
     assert teach_facts.first_word("   ") == ""
-
-
-@pytest.fixture
-def one_thread():
-    # Measured on a 2-core machine shared with other jobs: a training step took ~3 s with 2 threads (the
-    # OpenMP team waits for the core another process holds) against ~0.6 s with 1; with both cores free
-    # 2 threads were 1.0x to 1.5x faster than 1. One thread keeps the time bounded on a busy CI machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.slow

@@ -20,15 +20,12 @@ from leanformers import (AutoModelForCausalLM, Dataset, EarlyStoppingCallback, T
                          TrainingArguments)
 from leanformers.weights import read_safetensors
 
+from trainer_parity import PARITY, QUIET, lm_data, run_both, train_losses
 from trainer_run import pad_collate, rows
 
 RUN_SCRIPT = Path(__file__).with_name("trainer_run.py")
 TINY_GPT2 = dict(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=1, eos_token_id=2,
                  pad_token_id=0)
-QUIET = dict(report_to="none", disable_tqdm=True)
-PARITY = dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=20, learning_rate=1e-3,
-              warmup_steps=3, weight_decay=0.01, logging_steps=1, save_strategy="no",
-              train_sampling_strategy="sequential", **QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -38,34 +35,6 @@ def gpt2_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpt2-lm")
     transformers.GPT2LMHeadModel(transformers.GPT2Config(**TINY_GPT2)).save_pretrained(folder)
     return folder
-
-
-def lm_data(count=40):
-    data = rows(count)
-    return {"input_ids": data, "labels": data}
-
-
-def train_losses(trainer) -> list[dict]:
-    return [e for e in trainer.state.log_history if "loss" in e]
-
-
-def run_both(folder, args: dict, data: dict, model_kwargs=None, **trainer_kwargs):
-    """The same training in transformers and in leanformers; returns the two trainers."""
-    model_kwargs = model_kwargs or {}
-    ref_model = transformers.AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
-    # transformers finds a causal LM's loss by class name, and GPT2LMHeadModel's does not end in ForCausalLM:
-    # without this its Trainer counts each row's first label as a scored token and under-scales the loss.
-    ref_model.loss_type = "ForCausalLM"
-    ref = transformers.Trainer(ref_model,
-                               transformers.TrainingArguments(str(folder / "ref-out"), **args),
-                               train_dataset=datasets.Dataset.from_dict(data), data_collator=pad_collate,
-                               **trainer_kwargs)
-    ref.train()
-    ours = Trainer(AutoModelForCausalLM.from_pretrained(folder, **model_kwargs),
-                   TrainingArguments(str(folder / "our-out"), **args), train_dataset=Dataset.from_dict(data),
-                   data_collator=pad_collate, **trainer_kwargs)
-    ours.train()
-    return ref, ours
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -359,11 +328,11 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(llama_checkp
 
     real = checkpoints.save_training_state
 
-    def crash_at_step_4(folder, optimizer, scheduler, state, args_json):
+    def crash_at_step_4(folder, optimizer, scheduler, scaler, state, args_json):
         if state.global_step == 4:
             torch.save(optimizer.state_dict(), folder / "optimizer.pt")  # half the files are on disk
             raise KeyboardInterrupt("killed while writing")
-        real(folder, optimizer, scheduler, state, args_json)
+        real(folder, optimizer, scheduler, scaler, state, args_json)
 
     monkeypatch.setattr("leanformers.training.trainer.save_training_state", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):

@@ -7,6 +7,7 @@ difference is reported with the key names and the file.
 """
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,27 @@ def resolve_dtype(dtype, config_dtype, device) -> torch.dtype:
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         warnings.warn("float16 on CPU is very slow; bfloat16 or float32 run much faster there", stacklevel=3)
     return dtype
+
+
+def resolve_load_device(device_map) -> torch.device:
+    """The one device from_pretrained loads onto, from `device=` or transformers' `device_map=`: None (the
+    CPU), a name or torch.device ("cuda" is this process's GPU, cuda:LOCAL_RANK, as in transformers), a GPU
+    index, {"": device}, or "auto" and its kin (the GPU when there is one). A map that spreads the modules
+    over several devices is refused: leanformers keeps a model on one device."""
+    if isinstance(device_map, dict):
+        if set(device_map) != {""}:
+            raise ValueError(f"device_map={device_map!r} places modules on different devices; leanformers loads a "
+                             "model onto one device: pass device_map='cuda', a GPU index or {'': device}")
+        device_map = device_map[""]
+    if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device_map == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if isinstance(device_map, int):
+        if device_map < 0:
+            raise ValueError(f"device_map={device_map} is not a GPU index; pass device_map='cpu' for the CPU")
+        return torch.device("cuda", device_map)
+    return torch.device(device_map if device_map is not None else "cpu")
 
 
 def drop_replaced_labels(config_dict: dict, overrides: dict) -> dict:
@@ -265,10 +287,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
                 setattr(config, key, value)
         if torch_dtype is not None and dtype is None:
             dtype = torch_dtype
-        device = device or (device_map if isinstance(device_map, (str, torch.device)) and device_map != "auto" else None)
-        if device_map == "auto" or device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(device or "cpu")
+        device = resolve_load_device(device if device is not None else device_map)
         dtype = resolve_dtype(dtype, config.dtype, device)
 
         if path.suffix == ".gguf":

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 
 from ..hub import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, cached_snapshot, is_offline
-from .base import Pipeline
+from .base import Pipeline, resolve_device
 
 # task -> (module.class of its pipeline, Auto class of its model, default model)
 TASKS = {
@@ -72,11 +72,12 @@ def default_model(task: str) -> tuple[str, str, str]:
     return DEFAULT_CHAT_MODEL, STAND_INS[name], "AutoModelForCausalLM"
 
 
-def pipeline(task: str | None = None, model=None, tokenizer=None, device=None, torch_dtype=None, dtype=None,
-             batch_size=None, **task_defaults) -> Pipeline:
+def pipeline(task: str | None = None, model=None, tokenizer=None, device=None, device_map=None, torch_dtype=None,
+             dtype=None, batch_size=None, **task_defaults) -> Pipeline:
     """The pipeline of `task` (or of the model's own task when only a model is given) over `model`: a name
     or folder as from_pretrained takes it, or a model object (then pass its tokenizer too, or it is loaded
-    from the model's folder)."""
+    from the model's folder). A named model is loaded onto `device` (or `device_map`, as from_pretrained
+    takes it) directly."""
     from .. import auto
     from ..tokenization import AutoTokenizer
 
@@ -85,9 +86,14 @@ def pipeline(task: str | None = None, model=None, tokenizer=None, device=None, t
     _, (cls_path, auto_name, _) = task_entry(task)
     if model is None:
         model, cls_path, auto_name = default_model(task)
+    if device is not None and device_map is not None:
+        raise ValueError("pass device= or device_map=, not both")
     dtype = dtype if dtype is not None else torch_dtype
     if isinstance(model, str):
-        model = getattr(auto, auto_name).from_pretrained(model, **({"dtype": dtype} if dtype is not None else {}))
+        load = {"device_map": resolve_device(device) if device is not None else device_map}
+        if dtype is not None:
+            load["dtype"] = dtype
+        model = getattr(auto, auto_name).from_pretrained(model, **load)
     if tokenizer is None:
         source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
         if not source:

@@ -1,5 +1,5 @@
-"""Checkpoint folders: output_dir/checkpoint-N/ with the model, optimizer, scheduler, RNG states,
-trainer_state.json and the arguments.
+"""Checkpoint folders: output_dir/checkpoint-N/ with the model, optimizer, scheduler, fp16 loss scaler,
+RNG states, trainer_state.json and the arguments.
 
 A checkpoint is written into output_dir/tmp-checkpoint-N/, every file flushed to disk, then renamed
 into place in one step, so a process killed at any moment leaves either the complete new checkpoint
@@ -26,6 +26,7 @@ STATE_NAME = "trainer_state.json"
 ARGS_NAME = "training_args.json"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
+SCALER_NAME = "scaler.pt"  # fp16 runs: the loss scale and its growth tracker
 
 
 def rng_state_name(rank: int, world_size: int) -> str:
@@ -105,9 +106,11 @@ def write_checkpoint(output_dir, step: int, write_files) -> Path:
     return final
 
 
-def save_training_state(folder: Path, optimizer, scheduler, state: TrainerState, args_json: str):
+def save_training_state(folder: Path, optimizer, scheduler, scaler, state: TrainerState, args_json: str):
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_NAME)
     torch.save(scheduler.state_dict(), folder / SCHEDULER_NAME)
+    if scaler is not None:
+        torch.save(scaler.state_dict(), folder / SCALER_NAME)
     state.save_to_json(folder / STATE_NAME)
     write_atomic(folder / ARGS_NAME, args_json.encode())
 
@@ -161,8 +164,11 @@ def load_model_weights(folder: Path, model):
             tensor.copy_(saved[key])
 
 
-def load_training_state(folder: Path, optimizer, scheduler, rank: int, world_size: int) -> dict:
-    """Restore optimizer and scheduler; return the RNG states of this process (set them when resuming)."""
+def load_training_state(folder: Path, optimizer, scheduler, scaler, rank: int, world_size: int) -> dict:
+    """Restore optimizer, scheduler and the fp16 scaler (when both the run and the checkpoint have one);
+    return the RNG states of this process (set them when resuming)."""
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_NAME, weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_NAME, weights_only=True))
+    if scaler is not None and (folder / SCALER_NAME).is_file():
+        scaler.load_state_dict(torch.load(folder / SCALER_NAME, weights_only=True))
     return torch.load(folder / rng_state_name(rank, world_size), weights_only=True)

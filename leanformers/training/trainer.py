@@ -228,12 +228,12 @@ class Trainer:
                                   is_local_process_zero=args.should_save, is_world_process_zero=args.should_save,
                                   world_size=self.world_size, model_class=type(unwrap(self.model)).__name__)
         self.create_optimizer_and_scheduler(max_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
         resume = resume_from_checkpoint if resume_from_checkpoint is not None else args.resume_from_checkpoint
         rng = self.resume(resume) if resume not in (None, False) else None
         model = self.model
         if self.world_size > 1:
             model = nn.parallel.DistributedDataParallel(model, device_ids=[args.device] if args.device.type == "cuda" else None)
-        self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
         self.callback_handler.objects.update(optimizer=self.optimizer, lr_scheduler=self.lr_scheduler)
         self.tr_loss, self.last_logged_step = torch.zeros((), device=args.device), self.state.global_step
         self.total_loss, self.first_step, start = 0.0, self.state.global_step, time.time()
@@ -316,14 +316,18 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm if args.max_grad_norm > 0 else math.inf)
         self.event("on_pre_optimizer_step")
+        skipped = False
         if self.scaler is not None:
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            skipped = self.scaler.get_scale() < scale  # inf/nan gradients: no update, and a smaller scale
         else:
             self.optimizer.step()
         self.event("on_optimizer_step")
         learning_rate = self.lr_scheduler.get_last_lr()[0]
-        self.lr_scheduler.step()
+        if not skipped:  # as in transformers: a step the fp16 scaler skipped does not advance the schedule
+            self.lr_scheduler.step()
         model.zero_grad(set_to_none=True)
         self.tr_loss += step_loss
         self.state.global_step += 1
@@ -502,7 +506,8 @@ class Trainer:
                 if args.save_only_model:
                     state.save_to_json(tmp / STATE_NAME)
                 else:
-                    save_training_state(tmp, self.optimizer, self.lr_scheduler, state, args.to_json_string())
+                    save_training_state(tmp, self.optimizer, self.lr_scheduler, self.scaler, state,
+                                        args.to_json_string())
                     save_rng_states(tmp, states)
 
             folder = write_checkpoint(args.output_dir, step, write)
@@ -527,7 +532,7 @@ class Trainer:
         (folder / ARGS_NAME).write_text(self.args.to_json_string())
 
     def resume(self, checkpoint) -> dict:
-        """Load model, optimizer, scheduler and state from a checkpoint (True: the last in output_dir);
+        """Load model, optimizer, scheduler, scaler and state from a checkpoint (True: the last in output_dir);
         return this process's RNG states, set once the loop is about to continue."""
         if checkpoint is True:
             folder = last_checkpoint(self.args.output_dir)
@@ -550,7 +555,7 @@ class Trainer:
                              f"{self.state.max_steps}: the schedule would differ; keep the arguments of that run")
         load_model_weights(folder, self.model)
         self.state = saved
-        return load_training_state(folder, self.optimizer, self.lr_scheduler, self.rank, self.world_size)
+        return load_training_state(folder, self.optimizer, self.lr_scheduler, self.scaler, self.rank, self.world_size)
 
     # -- evaluation and prediction ---------------------------------------------------------------------
     def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
