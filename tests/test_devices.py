@@ -271,14 +271,20 @@ PIPELINE_CASES = {"text-generation": ("llama", {"max_new_tokens": 8, "do_sample"
                   "text-classification": ("bert", {"top_k": None})}
 
 
-@pytest.mark.parametrize("placement", ["device", "device_map"])
+@pytest.mark.parametrize("placement", ["device", "device_map", None])
 @pytest.mark.parametrize("task", PIPELINE_CASES)
 @pytest.mark.parametrize("device", DEVICES)
 def test_pipeline_matches_transformers_on_the_device(tiny, device, task, placement):
     family, settings = PIPELINE_CASES[task]
-    kwargs = {"model": str(tiny[family]), placement: device}
+    kwargs = {"model": str(tiny[family]), **({placement: device} if placement else {})}
     ref, ours = transformers.pipeline(task, **kwargs), pipeline(task, **kwargs)
-    assert ours.model.device.type == device and ours.model.device == ref.model.device
+    if placement is None:  # transformers' default: the first GPU when there is one
+        first_gpu = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        assert ours.model.device == ref.model.device == first_gpu
+    else:
+        assert ours.model.device.type == device
+    if placement == "device":  # (transformers moves a model device_map put on the CPU to a GPU when there is one)
+        assert ours.model.device == ref.model.device
     assert_same(ours(TEXTS[0], **settings), ref(TEXTS[0], **settings))
     assert_same(ours(TEXTS, batch_size=3, **settings), ref(TEXTS, batch_size=3, **settings))
 

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 
 from ..hub import BUNDLED_MODELS, DEFAULT_CHAT_MODEL, cached_snapshot, is_offline
-from .base import Pipeline, resolve_device
+from .base import Pipeline, default_device, resolve_device
 
 # task -> (module.class of its pipeline, Auto class of its model, default model)
 TASKS = {
@@ -77,7 +77,7 @@ def pipeline(task: str | None = None, model=None, tokenizer=None, device=None, d
     """The pipeline of `task` (or of the model's own task when only a model is given) over `model`: a name
     or folder as from_pretrained takes it, or a model object (then pass its tokenizer too, or it is loaded
     from the model's folder). A named model is loaded onto `device` (or `device_map`, as from_pretrained
-    takes it) directly."""
+    takes it) directly; with neither, onto the GPU when torch sees one, as transformers does."""
     from .. import auto
     from ..tokenization import AutoTokenizer
 
@@ -90,10 +90,13 @@ def pipeline(task: str | None = None, model=None, tokenizer=None, device=None, d
         raise ValueError("pass device= or device_map=, not both")
     dtype = dtype if dtype is not None else torch_dtype
     if isinstance(model, str):
-        load = {"device_map": resolve_device(device) if device is not None else device_map}
+        place = device_map if device_map is not None else resolve_device(device) if device is not None else None
+        load = {"device_map": place if place is not None else default_device()}
         if dtype is not None:
             load["dtype"] = dtype
         model = getattr(auto, auto_name).from_pretrained(model, **load)
+    if device_map is not None:
+        device = model.device  # where device_map put it (transformers would move a model on the CPU to a GPU)
     if tokenizer is None:
         source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
         if not source:

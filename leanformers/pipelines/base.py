@@ -26,6 +26,14 @@ def resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
+def default_device(model=None) -> torch.device:
+    """Where a pipeline given no device runs, as in transformers: the first GPU when torch sees one (a model
+    on the CPU is moved there); a model already on an accelerator stays where it is."""
+    if model is not None and model.device.type != "cpu":
+        return model.device
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def check_top_k(top_k):
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer (or None for all), got {top_k!r}")
@@ -62,7 +70,7 @@ class Pipeline:
     def __init__(self, model, tokenizer=None, device=None, batch_size=None, **defaults):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.device = resolve_device(device) if device is not None else model.device
+        self.device = resolve_device(device) if device is not None else default_device(model)
         if self.device != model.device:
             self.model.to(self.device)
         self.batch_size = batch_size
