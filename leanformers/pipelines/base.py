@@ -77,11 +77,15 @@ class Pipeline:
             check_top_k(params["top_k"])
         return params
 
-    def forward(self, features: list[dict], **params) -> list[dict]:
-        """One padded forward; each feature gets its rows of every output, cut back to its own length."""
+    def padded(self, features: list[dict]) -> dict:
+        """The features' model inputs as one padded batch of tensors on the pipeline's device."""
         names = [n for n in MODEL_INPUTS if n in features[0]]
         batch = self.tokenizer.pad([{n: f[n] for n in names} for f in features], return_tensors="pt")
-        batch = {n: t.to(self.device) for n, t in batch.items()}
+        return {n: t.to(self.device) for n, t in batch.items()}
+
+    def forward(self, features: list[dict], **params) -> list[dict]:
+        """One padded forward; each feature gets its rows of every output, cut back to its own length."""
+        batch = self.padded(features)
         with torch.inference_mode():
             outputs = self.model(**batch)
         width = batch["input_ids"].shape[1]
