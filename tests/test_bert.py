@@ -144,6 +144,19 @@ def test_bert_masked_lm_ties_decoder_to_word_embeddings(bert_checkpoint):
     assert model.bert.pooler is None
 
 
+def test_bert_masked_lm_logits_to_keep_scores_only_those_positions(bert_checkpoint):
+    ref, folder = bert_checkpoint("BertForMaskedLM")
+    model = BertForMaskedLM.from_pretrained(folder)
+    ids = random_ids((3, 9), seed=5)
+    with torch.no_grad():
+        expected = ref(ids).logits  # (B, T, V)
+        positions = torch.tensor([1, 4, 8])
+        torch.testing.assert_close(model(ids, logits_to_keep=positions).logits, expected[:, positions], atol=1e-4,
+                                   rtol=0)
+        torch.testing.assert_close(model(ids, logits_to_keep=2).logits, expected[:, -2:], atol=1e-4, rtol=0)
+        assert model(ids).logits.shape == expected.shape
+
+
 def test_bert_hidden_states_and_attentions_match_transformers(bert_checkpoint):
     _, folder = bert_checkpoint("BertModel")
     ref = transformers.BertModel.from_pretrained(folder, attn_implementation="eager").eval()

@@ -73,6 +73,18 @@ def test_batched_results_equal_unbatched_and_a_generator_streams(classifier):
     assert_same([first, *results], one_by_one[:len(TEXTS)], atol=1e-5)
 
 
+def test_a_list_runs_shortest_first_and_its_results_keep_the_given_order(classifier, monkeypatch):
+    ours = pipeline("text-classification", model=str(classifier))
+    one_by_one = ours(TEXTS, top_k=None)
+    batches = []
+    forward = ours.forward
+    monkeypatch.setattr(ours, "forward", lambda features, **params: batches.append(
+        [len(f["input_ids"]) for f in features]) or forward(features, **params))
+    assert_same(ours(TEXTS, top_k=None, batch_size=3), one_by_one, atol=1e-5)
+    lengths = [length for batch in batches for length in batch]
+    assert lengths == sorted(lengths) and [len(batch) for batch in batches] == [3, 3, 2]
+
+
 def test_pipeline_from_a_model_object_and_a_dataset_column(classifier):
     from leanformers import AutoModelForSequenceClassification, AutoTokenizer, Dataset
 

@@ -13,7 +13,7 @@ from .base import PreTrainedModel
 from .heads import (QuestionAnsweringHead, TokenClassificationHead, check_integer_labels,
                     classifier_dropout, sequence_classification_loss)
 from .layers import (attention, attention_with_weights, build_attention_mask, checkpointed, embed_token_ids,
-                     get_activation)
+                     get_activation, keep_last)
 from .outputs import (BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput, MultipleChoiceModelOutput,
                       SequenceClassifierOutput)
 
@@ -159,7 +159,8 @@ class BertLMPredictionHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x):
-        return self.decoder(self.transform(x)) + self.bias  # (B, T, V)
+        # The bias is added in place: a second (B, T, V) tensor would cost fill-mask ~8% of its time.
+        return self.decoder(self.transform(x)).add_(self.bias)  # (B, T, V)
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -249,10 +250,13 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
+                return_dict=None, logits_to_keep=0, **kwargs):
+        """logits_to_keep, as transformers' causal LMs take it (its BERT does not): 0 scores every position,
+        n the last n, a 1D tensor of positions those. The vocabulary projection is most of an MLM forward,
+        and fill-mask wants it at the masks only."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                         output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        logits = self.cls.predictions(out.last_hidden_state)  # (B, T, V)
+        logits = self.cls.predictions(keep_last(out.last_hidden_state, logits_to_keep))  # (B, T or kept, V)
         loss = None
         if labels is not None:
             check_integer_labels("labels", labels, logits.shape[:-1])

@@ -2,6 +2,8 @@
 
 import warnings
 
+import torch
+
 from .base import Pipeline, check_text
 
 
@@ -47,10 +49,22 @@ class FillMaskPipeline(Pipeline):
             raise ValueError(f"no mask token ({self.tokenizer.mask_token}) in the input {item!r:.80}")
         return [encoded]
 
+    def forward(self, features, **params):
+        """One padded forward that scores the vocabulary only at the columns where some row holds a mask
+        (logits_to_keep): the logits at the other positions, most of the forward's time with one mask per
+        text, would be thrown away. Each feature gets the logits at its own masks, (masks, V), in order."""
+        batch = self.padded(features)
+        is_mask = batch["input_ids"] == self.tokenizer.mask_token_id  # (B, T)
+        columns = is_mask.any(0).nonzero().flatten()  # (K,)
+        with torch.inference_mode():
+            logits = self.model(**batch, logits_to_keep=columns).logits  # (B, K, V)
+        own = is_mask[:, columns]  # (B, K): which kept columns are the row's own masks
+        return [{**feature, "logits": logits[i, own[i]].float().cpu()} for i, feature in enumerate(features)]
+
     def postprocess(self, outputs, item, top_k=5, targets=None, **params):
         ids = outputs[0]["input_ids"]
         masks = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
-        probs = outputs[0]["logits"][masks].softmax(-1)  # (masks, V): each mask scored on its own
+        probs = outputs[0]["logits"].softmax(-1)  # (masks, V): each mask scored on its own
         if targets is not None:
             probs = probs[:, targets]
         scores, picks = probs.topk(min(top_k, probs.shape[-1]))

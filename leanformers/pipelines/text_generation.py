@@ -98,6 +98,9 @@ def per_row_outputs(output, rows: int) -> dict:
 class TextGenerationPipeline(Pipeline):
     task = "text-generation"
     parameters = {**OWN_PARAMETERS, **dict.fromkeys(GENERATE_KWARGS)}
+    # Prompts keep their order: a sampled text depends on the random numbers its batch draws, and a
+    # streamer shows the prompts as given.
+    sort_by_length = False
 
     def __call__(self, inputs, batch_size=None, **params):
         if is_chat(inputs):
