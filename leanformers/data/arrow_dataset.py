@@ -31,27 +31,9 @@ from tqdm.auto import tqdm
 from ..files import leanformers_cache_dir, read_json, write_atomic
 from .arrow_io import ArrowWriter, gather, read_arrow, table_from_columns, to_arrow_array
 from .dataset_dict import DatasetDict
+from .features import ClassLabel, Features, Value, as_feature, cast_array, keep_features, with_features
 from .fingerprint import combine, hash_value
 from .formatting import check_format_type, column_batch, column_rows
-
-VALUE_TYPES = {"bool": pa.bool_(), "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(),
-               "int64": pa.int64(), "uint8": pa.uint8(), "uint16": pa.uint16(), "uint32": pa.uint32(),
-               "uint64": pa.uint64(), "float16": pa.float16(), "float32": pa.float32(), "float": pa.float32(),
-               "float64": pa.float64(), "double": pa.float64(), "string": pa.string(), "large_string": pa.large_string(),
-               "binary": pa.binary()}
-
-
-def arrow_type(value) -> pa.DataType:
-    """A pyarrow type from a pyarrow type or a datasets Value name such as "int32"."""
-    if isinstance(value, pa.DataType):
-        return value
-    if isinstance(value, str) and value in VALUE_TYPES:
-        return VALUE_TYPES[value]
-    dtype = getattr(value, "dtype", None)  # a datasets.Value passed by code written for datasets
-    if isinstance(dtype, str) and dtype in VALUE_TYPES:
-        return VALUE_TYPES[dtype]
-    raise TypeError(f"unknown feature type {value!r}; use a pyarrow type or one of {sorted(VALUE_TYPES)}")
-
 
 # An indices mapping with at least this many rows is written to (and memory-mapped from) the cache.
 INDICES_ON_DISK_ROWS = 100_000
@@ -144,6 +126,8 @@ class Dataset:
         fmt = dict(self._format) if keep_format else None
         if fmt and fmt["columns"] is not None:
             fmt["columns"] = [c for c in fmt["columns"] if c in table.column_names]
+        # A column that keeps its name and type keeps its feature (a ClassLabel's names), as in datasets.
+        table = keep_features(table, self.features)
         return Dataset(table, fingerprint, self._cache_dir, self.split, fmt, indices)
 
     # -- the indices mapping ---------------------------------------------------------------------------
@@ -205,8 +189,8 @@ class Dataset:
         return self._data
 
     @property
-    def features(self) -> dict:
-        return {field.name: field.type for field in self._data.schema}
+    def features(self) -> Features:
+        return Features.from_arrow_schema(self._data.schema)
 
     @property
     def column_names(self) -> list[str]:
@@ -598,8 +582,9 @@ class Dataset:
         names = [column_mapping.get(n, n) for n in self.column_names]
         if len(set(names)) != len(names):
             raise ValueError(f"renaming {column_mapping} would give duplicate column names {names}")
-        new = self._new(self._data.rename_columns(names), combine(self._fingerprint, "rename", column_mapping),
-                        indices=self._indices)
+        features = Features({column_mapping.get(n, n): f for n, f in self.features.items()})
+        table = with_features(self._data.rename_columns(names), features)
+        new = self._new(table, combine(self._fingerprint, "rename", column_mapping), indices=self._indices)
         if new._format["columns"] is not None:
             new._format["columns"] = [column_mapping.get(c, c) for c in self._format["columns"]]
         return new
@@ -627,23 +612,43 @@ class Dataset:
         return flat._new(flat._data.append_column(name, array), fingerprint)
 
     def cast_column(self, column: str, feature) -> "Dataset":
+        """The column converted to `feature` (Value, ClassLabel, List, ...); the other columns untouched."""
         self._check_columns([column])
-        index = self.column_names.index(column)
-        target = arrow_type(feature)
-        try:
-            table = self._data.set_column(index, column, self._data.column(column).cast(target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise ValueError(f"cannot cast column {column!r} from {self._data.column(column).type} to {target}: {err}") \
-                from None
-        return self._new(table, combine(self._fingerprint, "cast_column", column, str(target)),
-                         indices=self._indices)
+        return self.cast(Features({**self.features, column: as_feature(feature)}))
 
     def cast(self, features) -> "Dataset":
-        items = features.items() if isinstance(features, dict) else [(f.name, f.type) for f in features]
-        result = self
-        for name, feature in items:
-            result = result.cast_column(name, feature)
-        return result
+        """Every column converted to its feature in `features`, which names each column once."""
+        features = Features({name: as_feature(f) for name, f in features.items()})
+        if sorted(features) != sorted(self.column_names):
+            raise ValueError(f"the columns in features ({list(features)}) must be the dataset's columns "
+                             f"({self.column_names}); use cast_column to change one")
+        table = self._data
+        for index, name in enumerate(table.column_names):
+            if features[name] == self.features[name]:
+                continue
+            try:
+                table = table.set_column(index, name, cast_array(table.column(name), features[name]))
+            except (ValueError, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError) as err:
+                raise ValueError(f"cannot cast column {name!r} from {self.features[name]} to {features[name]}: "
+                                 f"{err}") from None
+        table = with_features(table.select(list(features)), features)  # in the order of `features`, as datasets
+        return self._new(table, combine(self._fingerprint, "cast", json.dumps(features.to_dict())),
+                         indices=self._indices)
+
+    def class_encode_column(self, column: str, include_nulls: bool = False) -> "Dataset":
+        """A column of values replaced by ClassLabel ids, the names being its sorted distinct values as text."""
+        self._check_columns([column])
+        if not isinstance(self.features[column], Value):
+            raise ValueError(f"class_encode_column takes a Value column; {column!r} is {self.features[column]}")
+        values = [v for v in self.unique(column) if include_nulls or v is not None]
+        label = ClassLabel(names=sorted(str(v) for v in values))
+        ids = pa.array([label.str2int(str(v)) for v in values], pa.int64())
+        known = pa.array(values, self._data.column(column).type)
+        encoded = pc.take(ids, pc.index_in(self._data.column(column), value_set=known))
+        index = self.column_names.index(column)
+        table = with_features(self._data.set_column(index, column, encoded), {**self.features, column: label})
+        return self._new(table, combine(self._fingerprint, "class_encode_column", column, include_nulls),
+                         indices=self._indices)
 
     def flatten(self, max_depth=16) -> "Dataset":
         table = self._data
@@ -700,7 +705,7 @@ class Dataset:
                  "_format_type": self._format["type"], "_output_all_columns": self._format["output_all_columns"],
                  "_split": self.split}
         write_atomic(folder / "state.json", json.dumps(state, indent=2).encode())
-        info = {"features": {f.name: str(f.type) for f in self._data.schema}}
+        info = {"citation": "", "description": "", "features": self.features.to_dict(), "homepage": "", "license": ""}
         write_atomic(folder / "dataset_info.json", json.dumps(info, indent=2).encode())
 
 
@@ -750,6 +755,72 @@ def concatenate_datasets(dsets: list, axis: int = 0, **unused) -> Dataset:
     return Dataset(table, fingerprint, first._cache_dir, first.split, first._format, indices if axis == 0 else None)
 
 
+STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
+
+
+def interleave_datasets(datasets: list, probabilities=None, seed=None, split=None,
+                        stopping_strategy="first_exhausted", **unused) -> Dataset:
+    """Rows taken from each dataset in turn (or from one drawn at random with `probabilities`).
+
+    first_exhausted stops when a dataset runs out; all_exhausted when all have, restarting those that
+    ran out; all_exhausted_without_replacement takes every row once. The order equals datasets' for
+    the same seed: it draws sources in blocks of 1000 from numpy's default_rng(seed), as datasets does.
+    """
+    if not datasets:
+        raise ValueError("interleave_datasets needs at least one dataset")
+    if not all(isinstance(d, Dataset) for d in datasets):
+        kinds = [type(d).__name__ for d in datasets]
+        raise ValueError(f"interleave_datasets takes a list of Dataset objects, got {kinds}; pick a split of a "
+                         "DatasetDict, for example dataset['train']")
+    if stopping_strategy not in STOPPING_STRATEGIES:
+        raise ValueError(f"stopping_strategy must be one of {list(STOPPING_STRATEGIES)}, got {stopping_strategy!r}")
+    lengths = [len(d) for d in datasets]
+    if probabilities is None:
+        positions = _round_robin(lengths, stopping_strategy)
+    else:
+        if len(probabilities) != len(datasets):
+            raise ValueError(f"{len(probabilities)} probabilities for {len(datasets)} datasets")
+        empty = [i for i, (n, p) in enumerate(zip(lengths, probabilities, strict=True)) if n == 0 and p > 0]
+        if empty:
+            raise ValueError(f"datasets at positions {empty} are empty but may be drawn (probability > 0)")
+        if stopping_strategy != "first_exhausted" and min(probabilities) <= 0:
+            raise ValueError(f"stopping_strategy={stopping_strategy!r} needs every dataset drawn (probability > 0): "
+                             "one with probability 0 is never exhausted")
+        positions = _random_draws(lengths, probabilities, seed, stopping_strategy)
+    offsets = np.cumsum([0] + lengths[:-1])
+    rows = [offsets[source] + row for source, row in positions]
+    result = concatenate_datasets(datasets).select(rows)
+    result.split = split if split is not None else result.split
+    return result
+
+
+def _round_robin(lengths: list, strategy: str) -> list[tuple[int, int]]:
+    """(source, row) one row from each source in turn, by full rounds."""
+    if strategy == "first_exhausted":
+        return [(s, k) for k in range(min(lengths)) for s in range(len(lengths))]
+    if strategy == "all_exhausted":  # shorter sources start over
+        return [(s, k % lengths[s]) for k in range(max(lengths)) for s in range(len(lengths))]
+    return [(s, k) for k in range(max(lengths)) for s in range(len(lengths)) if k < lengths[s]]
+
+
+def _random_draws(lengths: list, probabilities, seed, strategy: str) -> list[tuple[int, int]]:
+    """(source, row) for sources drawn at random until the stopping strategy says stop."""
+    rng = np.random.default_rng(seed)
+    drawable = [s for s, p in enumerate(probabilities) if p > 0]  # a source never drawn never runs out
+    taken = [0] * len(lengths)
+    positions = []
+    while True:
+        for source in rng.choice(len(lengths), size=1000, p=probabilities).tolist():
+            if strategy != "all_exhausted_without_replacement":
+                positions.append((source, taken[source] % lengths[source]))
+            elif taken[source] < lengths[source]:
+                positions.append((source, taken[source]))
+            taken[source] += 1
+            finished = [taken[s] >= lengths[s] for s in drawable]
+            if any(finished) if strategy == "first_exhausted" else all(finished):
+                return positions
+
+
 def load_from_disk(dataset_path, keep_in_memory=False, **unused):
     """A Dataset or DatasetDict written by save_to_disk, memory-mapped."""
     folder = Path(dataset_path)
@@ -764,6 +835,9 @@ def load_from_disk(dataset_path, keep_in_memory=False, **unused):
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if keep_in_memory:
         table = table.combine_chunks()
+    if (folder / "dataset_info.json").is_file():  # datasets reads the features from there
+        features = read_json(folder / "dataset_info.json").get("features")
+        table = with_features(table, Features.from_dict(features)) if features else table
     fmt = {"type": state.get("_format_type"), "columns": state.get("_format_columns"),
            "output_all_columns": state.get("_output_all_columns", False)}
     return Dataset(table, state.get("_fingerprint"), None if keep_in_memory else folder, state.get("_split"), fmt)

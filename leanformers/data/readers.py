@@ -127,17 +127,46 @@ def _is_single_document(path: Path) -> bool:
         return False
 
 
+# datasets reads CSV through pandas: these cells are missing values (pandas' default na_values), and
+# only these words are booleans.
+CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+             "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+CSV_CONVERT = dict(null_values=CSV_NULLS, strings_can_be_null=True, true_values=["True", "TRUE", "true"],
+                   false_values=["False", "FALSE", "false"])
+
+
+def _as_pandas_reads(table: pa.Table) -> pa.Table:
+    """The column types pandas gives: an integer column with a missing cell (or an empty one) is float64,
+    and text is large_string (pandas 3 hands datasets its strings so)."""
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if (pa.types.is_integer(kind) and column.null_count) or pa.types.is_null(kind):
+            column = column.cast(pa.float64())
+        elif pa.types.is_string(kind):
+            column = column.cast(pa.large_string())
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
 def read_csv(path: Path, sep=",", delimiter=None, column_names=None, chunk_bytes=CHUNK_BYTES, **unused):
     path = Path(path)
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: no header and no rows")
     delimiter = delimiter or ("\t" if path.suffix == ".tsv" and sep == "," else sep)
     read_options = pyarrow.csv.ReadOptions(block_size=chunk_bytes, column_names=column_names)
+    parse_options = pyarrow.csv.ParseOptions(delimiter=delimiter)
     try:
-        reader = pyarrow.csv.open_csv(str(path), read_options=read_options,
-                                      parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter))
+        reader = pyarrow.csv.open_csv(str(path), read_options=read_options, parse_options=parse_options,
+                                      convert_options=pyarrow.csv.ConvertOptions(**CSV_CONVERT))
+        # pandas leaves dates and times as text: read those columns again as strings
+        temporal = {f.name: pa.string() for f in reader.schema if pa.types.is_temporal(f.type)}
+        if temporal:
+            reader = pyarrow.csv.open_csv(str(path), read_options=read_options, parse_options=parse_options,
+                                          convert_options=pyarrow.csv.ConvertOptions(column_types=temporal,
+                                                                                     **CSV_CONVERT))
         for batch in reader:
-            yield pa.Table.from_batches([batch])
+            yield _as_pandas_reads(pa.Table.from_batches([batch]))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise ValueError(f"{path}: cannot read as CSV: {err}") from None
 
@@ -175,7 +204,8 @@ def read_parquet(path: Path, columns=None, batch_size=10_000, **unused):
     except pa.ArrowInvalid as err:
         raise ValueError(f"{path}: not a Parquet file: {err}") from None
     for batch in parquet_file.iter_batches(batch_size=batch_size, columns=columns):
-        yield pa.Table.from_batches([batch])
+        # the file's schema carries the features datasets recorded in it (a ClassLabel's names)
+        yield pa.Table.from_batches([batch]).replace_schema_metadata(parquet_file.schema_arrow.metadata)
 
 
 def read_arrow_file(path: Path, **unused):
