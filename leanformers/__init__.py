@@ -3,9 +3,9 @@
 from .auto import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForMultipleChoice,
                    AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from .config import PretrainedConfig
-from .data import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding, Dataset,
-                   DatasetDict, IterableDataset, concatenate_datasets, default_data_collator, load_dataset,
-                   load_from_disk)
+from .data import (ClassLabel, DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithPadding,
+                   Dataset, DatasetDict, Features, IterableDataset, LargeList, List, Sequence, Value,
+                   concatenate_datasets, default_data_collator, interleave_datasets, load_dataset, load_from_disk)
 from .generation import (
     GenerationConfig,
     KVCache,

@@ -193,3 +193,24 @@ def test_unknown_split_and_out_of_range_slice(files):
         load_dataset("json", data_files=data_files, split="train[:150%]")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("json", data_files=str(files / "nope.jsonl"))
+
+
+def test_csv_empty_cells_are_none_as_datasets(tmp_path):
+    # The course's drug-review filter: `condition is not None` must drop the rows with no condition.
+    lines = ["id,condition,rating,score,when,flag"]
+    for i in range(30):
+        condition = '""' if i % 6 == 0 else "" if i % 3 == 0 else f'"condition {i % 4}"'  # quoted, bare, text
+        rating = "" if i % 5 == 0 else str(i % 10)
+        score = "NA" if i % 7 == 0 else f"{i / 4}"
+        flag = "" if i % 4 == 0 else ("True" if i % 2 else "False")
+        lines.append(f'{i},{condition},{rating},{score},2020-01-{i % 28 + 1:02d},{flag}')
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ours = load_dataset("csv", data_files=str(path))["train"]
+    theirs = oracle(tmp_path, "csv", data_files=str(path))["train"]
+    assert repr(ours.features) == repr(theirs.features)
+    for a, b in zip(ours.to_list(), theirs.to_list(), strict=True):
+        assert a == b
+    kept, expected = ours.filter(lambda x: x["condition"] is not None), theirs.filter(lambda x: x["condition"] is not None)
+    assert len(kept) == len(expected) < len(ours)
+    assert kept["id"] == list(expected["id"])

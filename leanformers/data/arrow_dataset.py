@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from ..files import leanformers_cache_dir, read_json, write_atomic
 from .arrow_io import ArrowWriter, gather, read_arrow, table_from_columns, to_arrow_array
 from .dataset_dict import DatasetDict
-from .features import ClassLabel, Features, Value, as_feature, cast_array, keep_features, with_features
+from .features import (ClassLabel, Features, Value, as_feature, cast_array, keep_features, recorded_features,
+                       with_features)
 from .fingerprint import combine, hash_value
 from .formatting import check_format_type, column_batch, column_rows
 
@@ -127,7 +128,7 @@ class Dataset:
         if fmt and fmt["columns"] is not None:
             fmt["columns"] = [c for c in fmt["columns"] if c in table.column_names]
         # A column that keeps its name and type keeps its feature (a ClassLabel's names), as in datasets.
-        table = keep_features(table, self.features)
+        table = keep_features(table, recorded_features(self._data.schema))
         return Dataset(table, fingerprint, self._cache_dir, self.split, fmt, indices)
 
     # -- the indices mapping ---------------------------------------------------------------------------
@@ -408,9 +409,12 @@ class Dataset:
         if kept and out_rows != n:
             raise ValueError(f"the map function returned {out_rows} rows for a batch of {n}; when it changes the "
                              f"number of rows, remove the input columns {kept} with remove_columns=")
-        columns = {name: table.column(name) for name in kept}
+        # a returned column replaces the input column in its place, as in datasets; new ones follow
+        columns = {name: to_arrow_array(name, out[name]) if name in out else table.column(name)
+                   for name in table.column_names if name not in remove_columns}
         for name, values in out.items():
-            columns[name] = to_arrow_array(name, values)
+            if name not in columns:
+                columns[name] = to_arrow_array(name, values)
         if not columns:
             return pa.table({"__empty__": pa.nulls(out_rows)}).drop(["__empty__"]) if out_rows else pa.table({})
         return pa.table(columns)

@@ -280,9 +280,9 @@ def with_features(table: pa.Table, features: dict) -> pa.Table:
 
 def keep_features(table: pa.Table, features: dict) -> pa.Table:
     """`table` with the features of `features` recorded for its columns of the same name that hold none yet."""
-    merged = {name: features[name] for name in table.column_names if name in features}
-    merged.update(recorded_features(table.schema))
-    return with_features(table, merged) if merged else table
+    recorded = recorded_features(table.schema)
+    missing = {name: f for name, f in features.items() if name in table.column_names and name not in recorded}
+    return with_features(table, {**missing, **recorded}) if missing else table
 
 
 def as_feature(feature):

@@ -86,6 +86,70 @@ def files_in_folder(folder: Path) -> dict[str, list[str]]:
     return {split: splits[split] for split in order if split in splits}
 
 
+# Keys of a `configs:` entry that choose files; the others are reader options (sep, field, ...).
+CONFIG_FILE_KEYS = ("config_name", "data_files", "data_dir", "default", "features", "version")
+
+
+def card_configs(folder: Path) -> dict[str, dict]:
+    """The `configs:` of the YAML header of the folder's README.md (the dataset card), by config name."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "---" or "---" not in lines[1:]:
+        return {}
+    import yaml  # pyyaml comes with gguf and huggingface_hub; only a dataset card needs it
+
+    header = yaml.safe_load("\n".join(lines[1:lines[1:].index("---") + 1])) or {}
+    entries = header.get("configs") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "config_name" in e for e in entries):
+        raise ValueError(f"{readme}: `configs:` must be a list of entries each with a config_name")
+    return {entry["config_name"]: entry for entry in entries}
+
+
+def _default_config(configs: dict, dataset: str) -> str:
+    """The config load_dataset reads without a name: the only one, the one named "default" or marked default."""
+    defaults = [name for name, entry in configs.items() if len(configs) == 1 or name == "default"
+                or entry.get("default")]
+    if len(defaults) > 1:
+        raise ValueError(f"dataset {dataset!r} marks several configs as default: {defaults}")
+    if not defaults:
+        raise ValueError(f"Config name is missing. Please pick one among the available configs: {list(configs)}\n"
+                         f"Example of usage:\n\t`load_dataset({dataset!r}, {next(iter(configs))!r})`")
+    return defaults[0]
+
+
+def _config_files(entry: dict, folder: Path) -> dict[str, list[str]]:
+    """{split: [paths]} of one `configs:` entry: its data_files (relative to the folder) or its data_dir."""
+    patterns = entry.get("data_files")
+    if patterns is None:
+        return files_in_folder(folder / entry["data_dir"] if entry.get("data_dir") else folder)
+    if isinstance(patterns, list) and patterns and isinstance(patterns[0], dict):  # [{split:, path:}, ...]
+        patterns = {item["split"]: item["path"] for item in patterns}
+    return resolve_data_files(patterns, folder)
+
+
+def select_config(folder: Path, name, data_dir, dataset: str) -> tuple[dict, dict]:
+    """({split: [paths]}, reader options) of the config `name` of a dataset folder, by datasets' rules.
+
+    With a README.md `configs:` section, a name picks its entry (or the default one); without one, the
+    only config is "default" and data_dir= picks a subfolder.
+    """
+    configs = card_configs(folder)
+    if not configs:
+        if name not in (None, "default"):
+            hint = f"; {name!r} is a folder there: read it with data_dir={name!r}" if (folder / name).is_dir() else ""
+            raise ValueError(f"BuilderConfig {name!r} not found. Available: ['default'] ({dataset!r} has no "
+                             f"README.md `configs:` section{hint})")
+        return files_in_folder(folder / data_dir if data_dir else folder), {}
+    name = _default_config(configs, dataset) if name is None else name
+    if name not in configs:
+        raise ValueError(f"BuilderConfig {name!r} not found. Available: {list(configs)}")
+    entry = configs[name]
+    files = files_in_folder(folder / data_dir) if data_dir else _config_files(entry, folder)
+    return files, {key: value for key, value in entry.items() if key not in CONFIG_FILE_KEYS}
+
+
 def infer_builder(files: dict) -> str:
     builders = {EXTENSION_BUILDERS[Path(p).suffix.lower()] for paths in files.values() for p in paths}
     if len(builders) != 1:
@@ -153,7 +217,8 @@ def load_dataset(path, name=None, data_dir=None, data_files=None, split=None, ca
 
     `path` is a builder ("json", "csv", "text", "parquet", "arrow") with data_files/data_dir,
     a local folder of data files, or a hub dataset id found in the Hugging Face cache (or
-    downloaded when online). Options such as field=, sample_by=, sep= go to the reader.
+    downloaded when online). `name` picks a configuration of a dataset folder (its README.md
+    `configs:`), data_dir= a subfolder. Options such as field=, sample_by=, sep= go to the reader.
     """
     path = os.fspath(path)
     if path in READERS:
@@ -169,8 +234,11 @@ def load_dataset(path, name=None, data_dir=None, data_files=None, split=None, ca
         folder = Path(path).expanduser()
         if not folder.is_dir():
             folder = _hub_folder(path, revision)
-        base = folder / data_dir if data_dir else folder
-        files = resolve_data_files(data_files, base) if data_files is not None else files_in_folder(base)
+        if data_files is not None:
+            files = resolve_data_files(data_files, folder / data_dir if data_dir else folder)
+        else:
+            files, options = select_config(folder, name, data_dir, path)
+            config_kwargs = {**options, **config_kwargs}
         builder = infer_builder(files)
     if builder == "csv" and "delimiter" not in config_kwargs and "sep" not in config_kwargs:
         if all(p.lower().endswith(".tsv") for paths in files.values() for p in paths):
@@ -209,4 +277,4 @@ def _hub_folder(repo_id: str, revision=None) -> Path:
         raise FileNotFoundError(f"dataset {repo_id!r} is not a local folder and not in the Hugging Face cache, and "
                                 "HF_HUB_OFFLINE is set, so it cannot be downloaded")
     return download_snapshot(repo_id, revision, repo_type="dataset",
-                             allow_patterns=["*.parquet", "*.json", "*.jsonl", "*.csv", "*.tsv", "*.txt", "*.arrow"])
+                             allow_patterns=["README.md", "*.parquet", "*.json", "*.jsonl", "*.csv", "*.tsv", "*.txt", "*.arrow"])
