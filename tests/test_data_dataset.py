@@ -101,7 +101,7 @@ def test_columns_operations_match_datasets():
     assert repr(casted.features) == repr(theirs.cast_column("label", datasets.Value("float32")).features)
     assert casted["label"] == [float(x) for x in DATA["label"]]
     with pytest.raises(ValueError, match="cannot cast column 'sentence1'"):
-        ours.cast_column("sentence1", "int64")
+        ours.cast_column("sentence1", Value("int64"))
 
 
 def test_shuffle_is_deterministic_and_keeps_rows():

@@ -170,3 +170,17 @@ def test_interleave_datasets_bad_input():
             interleave_datasets(ours, **kwargs)
     with pytest.raises(ValueError, match="pick a split"):
         interleave_datasets([leanformers.DatasetDict({"train": ours[0]})])
+
+
+def test_cast_takes_features_not_names():
+    ours, theirs = pair()
+    with pytest.raises(TypeError, match="not a feature; use Value"):
+        ours.cast_column("stars", "float32")
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        theirs.cast_column("stars", "float32")
+
+
+def test_dataset_dict_class_encode_column_as_datasets():
+    ours = leanformers.DatasetDict({"train": Dataset.from_dict(ROWS)})
+    theirs = datasets.DatasetDict({"train": datasets.Dataset.from_dict(ROWS)})
+    same(ours.class_encode_column("label")["train"], theirs.class_encode_column("label")["train"])

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 import datasets
 import leanformers.data.arrow_dataset as arrow_dataset
-from leanformers import concatenate_datasets, load_dataset, load_from_disk
+from leanformers import Value, concatenate_datasets, load_dataset, load_from_disk
 
 
 @pytest.fixture(params=["in_memory_indices", "indices_file"])
@@ -120,7 +120,7 @@ def test_outputs_and_column_operations_with_a_mapping(pair, tmp_path):
                                 axis=1)
     assert side.to_list() == [{"id": r["id"], "t": r["text"]} for r in expected]
     assert a.add_column("k", list(range(120))).to_list() == b.add_column("k", list(range(120))).to_list()
-    assert a.cast_column("id", "float32").to_list() == b.cast_column("id", datasets.Value("float32")).to_list()
+    assert a.cast_column("id", Value("float32")).to_list() == b.cast_column("id", datasets.Value("float32")).to_list()
     assert a.rename_column("id", "j").remove_columns("tags").to_list() == \
         b.rename_column("id", "j").remove_columns("tags").to_list()
 

@@ -63,6 +63,9 @@ class DatasetDict(dict):
     def cast(self, features):
         return self._apply("cast", features)
 
+    def class_encode_column(self, column, include_nulls=False):
+        return self._apply("class_encode_column", column, include_nulls)
+
     def flatten(self, max_depth=16):
         return self._apply("flatten", max_depth)
 

@@ -287,7 +287,10 @@ def keep_features(table: pa.Table, features: dict) -> pa.Table:
 
 def as_feature(feature):
     """A feature from what cast/cast_column take: a feature, a dict of them, or a pyarrow type."""
-    return feature_of_arrow(feature) if isinstance(feature, pa.DataType) else feature
+    if isinstance(feature, pa.DataType):
+        return feature_of_arrow(feature)
+    arrow_type(feature)  # a string such as "int64" is refused here, naming the types it takes
+    return feature
 
 
 def cast_array(column, feature):
