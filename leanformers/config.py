@@ -14,17 +14,27 @@ from .hub import resolve_model_path
 
 CONFIG_NAME = "config.json"
 
-# Keys every config carries, with transformers' defaults.
-COMMON_DEFAULTS = {
+# What transformers' base PretrainedConfig() holds: to_diff_dict (and so the repr) leaves these out
+# while they keep these values and the family's own default.
+BASE_DEFAULTS = {
     "architectures": None,
     "output_hidden_states": False,
     "output_attentions": False,
     "return_dict": True,
     "dtype": None,
-    "id2label": None,
-    "label2id": None,
+    "chunk_size_feed_forward": 0,
+    "id2label": {0: "LABEL_0", 1: "LABEL_1"},
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1},
     "problem_type": None,
     "is_encoder_decoder": False,
+}
+
+# Keys every config carries, with transformers' defaults. The special tokens, tying and use_cache are
+# fields of each family in transformers v5, not of the base, so they are printed even at their default.
+COMMON_DEFAULTS = {
+    **{k: v for k, v in BASE_DEFAULTS.items() if k != "chunk_size_feed_forward"},
+    "id2label": None,
+    "label2id": None,
     "tie_word_embeddings": True,
     "use_cache": True,
     "bos_token_id": None,
@@ -114,11 +124,10 @@ class PretrainedConfig:
         return out
 
     def to_diff_dict(self) -> dict:
-        """Keys whose value differs from the defaults every config has, or from the family's own
-        defaults (what transformers prints)."""
-        common = {**COMMON_DEFAULTS, "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+        """What transformers prints: every key but the base config's ones left at the base's value and
+        the family's own default."""
         return {k: v for k, v in self.to_dict().items()
-                if k not in common or common[k] != v or (k in self.defaults and self.defaults[k] != v)}
+                if k not in BASE_DEFAULTS or BASE_DEFAULTS[k] != v or self.defaults.get(k, v) != v}
 
     def to_json_string(self, use_diff: bool = True) -> str:
         data = self.to_diff_dict() if use_diff else self.to_dict()

@@ -40,3 +40,34 @@ def test_sequence_classifier_output_of_a_model_prints_as_transformers(bert_pipel
         printed = repr(ours(**x))
     assert expected.startswith("SequenceClassifierOutput(loss=None, logits=tensor(")
     assert printed == expected
+
+
+# -- printing a config -----------------------------------------------------------------------
+
+CONFIGS = [
+    ("LlamaConfig", dict(vocab_size=128, hidden_size=64, num_attention_heads=4)),
+    ("LlamaConfig", dict(tie_word_embeddings=True, use_cache=False, pad_token_id=0, num_labels=3)),
+    ("GPT2Config", dict(n_layer=2)),
+    ("GPT2Config", dict(bos_token_id=0, problem_type="regression")),
+    ("BertConfig", dict(hidden_size=48, num_attention_heads=4)),
+    ("BertConfig", dict(id2label={0: "NEG", 1: "POS"}, label2id={"NEG": 0, "POS": 1}, output_hidden_states=True)),
+]
+
+
+def printed_config(config):
+    """The repr without transformers' version line (leanformers has no transformers version to print)."""
+    return "\n".join(line for line in repr(config).splitlines() if '"transformers_version"' not in line)
+
+
+@pytest.mark.parametrize("name,values", CONFIGS)
+def test_config_prints_as_transformers(name, values):
+    expected = printed_config(getattr(transformers, name)(**values))
+    assert '"use_cache": ' in expected and '"eos_token_id": ' in expected  # printed even at their default
+    assert printed_config(getattr(leanformers, name)(**values)) == expected
+
+
+def test_loaded_config_prints_as_transformers(llama_checkpoint, bert_pipeline_checkpoint):
+    folders = [llama_checkpoint("tied")[1], bert_pipeline_checkpoint("BertForSequenceClassification", num_labels=3)]
+    for folder in folders:
+        expected = printed_config(transformers.AutoConfig.from_pretrained(folder))
+        assert printed_config(leanformers.AutoConfig.from_pretrained(folder)) == expected
