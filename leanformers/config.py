@@ -42,6 +42,21 @@ COMMON_DEFAULTS = {
     "pad_token_id": None,
 }
 
+# The settings transformers' GenerationConfig fills in by default (its _get_default_generation_params). As
+# in transformers v5, a model config drops them when built (generate() still reads the ones a config.json
+# holds: see PreTrainedModel.from_pretrained), and generate() and save_pretrained refuse a config they were
+# set on afterwards, since they belong in model.generation_config.
+GENERATION_PARAMETERS = (
+    "max_length", "min_length", "do_sample", "use_cache", "early_stopping", "num_beams", "temperature", "top_k",
+    "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "epsilon_cutoff", "eta_cutoff",
+    "encoder_repetition_penalty", "num_assistant_tokens", "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold", "assistant_lookbehind", "target_lookbehind", "num_beam_groups",
+    "diversity_penalty",
+)  # fmt: skip
+
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -58,6 +73,9 @@ class PretrainedConfig:
         torch_dtype = kwargs.pop("torch_dtype", None)
         num_labels = kwargs.pop("num_labels", None)
         values = {**copy.deepcopy(COMMON_DEFAULTS), **copy.deepcopy(self.defaults)}
+        for key in GENERATION_PARAMETERS:
+            if key not in values:
+                kwargs.pop(key, None)
         for key, value in kwargs.items():
             values[self.attribute_map.get(key, key)] = value
         if values["dtype"] is None and torch_dtype is not None:
@@ -108,6 +126,17 @@ class PretrainedConfig:
     def __eq__(self, other):
         return type(self) is type(other) and self.to_dict() == other.to_dict()
 
+    def update(self, config_dict: dict):
+        """Set the attributes named in `config_dict`."""
+        for key, value in config_dict.items():
+            setattr(self, key, value)
+
+    def _get_generation_parameters(self) -> dict:
+        """Generation settings put on this config by hand (transformers' name): {name: value}."""
+        declared = {**COMMON_DEFAULTS, **self.defaults}
+        return {key: getattr(self, key) for key in GENERATION_PARAMETERS
+                if key not in declared and getattr(self, key, None) is not None}
+
     # -- dict and JSON ------------------------------------------------------------------
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
@@ -150,6 +179,13 @@ class PretrainedConfig:
         save_directory = Path(save_directory)
         if save_directory.is_file():
             raise ValueError(f"save_pretrained needs a directory, but {save_directory} is a file")
+        generation_parameters = self._get_generation_parameters()
+        if generation_parameters:
+            raise ValueError(
+                "Some generation parameters are set in the model config. These should go into "
+                "`model.generation_config` as opposed to `model.config`.\n"
+                f"Generation parameters found: {generation_parameters}"
+            )
         save_directory.mkdir(parents=True, exist_ok=True)
         write_atomic(save_directory / CONFIG_NAME, self.to_json_string(use_diff=False).encode())
 

@@ -3,6 +3,7 @@ same input through transformers and through leanformers and compares what a user
 form, the kind of error and the fix its message names, the warning."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -71,3 +72,115 @@ def test_loaded_config_prints_as_transformers(llama_checkpoint, bert_pipeline_ch
     for folder in folders:
         expected = printed_config(transformers.AutoConfig.from_pretrained(folder))
         assert printed_config(leanformers.AutoConfig.from_pretrained(folder)) == expected
+
+
+# -- generation settings on a model config -----------------------------------------------------
+
+
+def raised(fn) -> Exception:
+    with pytest.raises(Exception) as info:
+        fn()
+    return info.value
+
+
+def test_config_drops_generation_settings_as_transformers():
+    values = dict(vocab_size=128, do_sample=True, max_length=50, num_beams=3, use_cache=False)
+    ref, ours = transformers.LlamaConfig(**values), leanformers.LlamaConfig(**values)
+    for name in ("do_sample", "max_length", "num_beams"):
+        assert hasattr(ref, name) is hasattr(ours, name) is False
+    assert ours.use_cache is ref.use_cache is False  # a field of the model config, kept
+
+
+@pytest.mark.parametrize("settings", [{"do_sample": True}, {"max_length": 50, "num_beams": 4}])
+def test_generate_refuses_settings_put_on_model_config(llama_checkpoint, settings):
+    folder = llama_checkpoint("untied")[1]
+    ids = torch.tensor([[1, 5, 6, 7]])
+    errors = []
+    for library in (transformers, leanformers):
+        model = library.AutoModelForCausalLM.from_pretrained(folder)
+        model.config.update(settings)
+        errors.append(raised(lambda: model.generate(ids)))
+        # An explicit generation_config is what transformers reads instead, and it runs.
+        assert model.generate(ids, generation_config=library.GenerationConfig(max_new_tokens=2)).shape == (1, 6)
+    for error in errors:
+        assert isinstance(error, ValueError)
+        assert str(settings) in str(error) and "model.generation_config" in str(error)
+
+
+def test_task_specific_params_applied_by_hand_are_refused(tmp_path):
+    values = dict(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2,
+                  task_specific_params={"text-generation": {"do_sample": True, "max_length": 50}})
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(**values)).save_pretrained(tmp_path)
+    errors = []
+    for library in (transformers, leanformers):
+        model = library.AutoModelForCausalLM.from_pretrained(tmp_path)
+        model.config.update(model.config.task_specific_params["text-generation"])
+        errors.append(raised(lambda: model.generate(torch.tensor([[1, 2, 3]]))))
+        errors.append(raised(lambda: model.config.save_pretrained(tmp_path / library.__name__)))
+    for error in errors:
+        assert isinstance(error, ValueError)
+        assert "'do_sample': True" in str(error) and "'max_length': 50" in str(error)
+        assert "model.generation_config" in str(error)
+
+
+def test_generation_settings_in_config_json_reach_the_generation_config(llama_checkpoint, tmp_path):
+    model = llama_checkpoint("untied")[0]
+    model.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "max_length": 7}))
+    ids = torch.tensor([[1, 5, 6]])
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    ours = leanformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert ours.generation_config.max_length == ref.generation_config.max_length == 7
+    assert not hasattr(ours.config, "max_length") and not hasattr(ref.config, "max_length")
+    assert torch.equal(ours.generate(ids), ref.generate(ids))
+
+
+# -- generate() on a model without a language-model head -----------------------------------------
+
+
+@pytest.mark.parametrize("auto,family_class", [("AutoModel", "LlamaForCausalLM"),
+                                               ("AutoModelForSequenceClassification", "LlamaForCausalLM")])
+def test_generate_on_a_model_without_lm_head_names_the_class_to_use(llama_checkpoint, auto, family_class):
+    folder = llama_checkpoint("untied")[1]
+    ids = torch.tensor([[1, 5, 6]])
+    ref = getattr(transformers, auto).from_pretrained(folder)
+    assert isinstance(raised(lambda: ref.generate(ids)), AttributeError)
+    ours = getattr(leanformers, auto).from_pretrained(folder)
+    calls = []
+    ours.register_forward_hook(lambda *args: calls.append(1))
+    error = raised(lambda: ours.generate(ids))
+    assert isinstance(error, AttributeError)
+    assert "cannot generate" in str(error) and f"AutoModelForCausalLM ({family_class})" in str(error)
+    assert calls == []  # refused before running the model
+
+
+def test_generate_on_bert_says_to_use_a_decoder(bert_pipeline_checkpoint):
+    folder = bert_pipeline_checkpoint("BertForSequenceClassification")
+    assert isinstance(raised(lambda: transformers.AutoModel.from_pretrained(folder).generate), AttributeError)
+    error = raised(lambda: leanformers.AutoModel.from_pretrained(folder).generate(torch.tensor([[101, 102]])))
+    assert isinstance(error, AttributeError) and "decoder checkpoint" in str(error)
+
+
+# -- batched generation with right padding ---------------------------------------------------------
+
+RIGHT_PADDING = "right-padding was detected! For correct generation results, please set `padding_side='left'`"
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_right_padded_batch_warns_at_every_call_as_transformers(llama_checkpoint, caplog, side):
+    folder = llama_checkpoint("untied")[1]
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]] if side == "right" else [[5, 6, 7], [0, 8, 9]])
+    mask = (ids != 0).long()
+    warned = []
+    for library in (transformers, leanformers):
+        model = library.AutoModelForCausalLM.from_pretrained(folder)
+        for _ in range(2):
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                model.generate(ids, attention_mask=mask, max_new_tokens=2)
+            warned.append([r.getMessage() for r in caplog.records if RIGHT_PADDING in r.getMessage()])
+    assert warned[:2] == warned[2:]  # leanformers' two calls log what transformers' two calls log
+    assert all(len(messages) == (side == "right") for messages in warned)
