@@ -164,6 +164,36 @@ def test_generate_on_bert_says_to_use_a_decoder(bert_pipeline_checkpoint):
     assert isinstance(error, AttributeError) and "decoder checkpoint" in str(error)
 
 
+# -- a collator fed examples that still hold text ----------------------------------------------
+
+
+def minilm_tokenizers():
+    from leanformers.hub import bundled_model_path
+
+    folder = bundled_model_path("all-minilm-l6-v2")
+    return transformers.AutoTokenizer.from_pretrained(folder), leanformers.AutoTokenizer.from_pretrained(folder)
+
+
+def collated(library, tokenizer, **columns):
+    rows = [dict(tokenizer(text), **{k: v[i] for k, v in columns.items()}) for i, text in enumerate(["Blue cat", "a"])]
+    return library.DataCollatorWithPadding(tokenizer)(rows)
+
+
+def test_collator_names_a_text_column_and_the_fix():
+    errors = [raised(lambda: collated(library, tokenizer, sentence1=["Blue cat sat", "a dog"], label=[1, 0]))
+              for library, tokenizer in zip((transformers, leanformers), minilm_tokenizers(), strict=True)]
+    for error in errors:
+        assert isinstance(error, ValueError) and "`sentence1`" in str(error)
+    assert "remove_columns(['sentence1'])" in str(errors[1]) and "remove_unused_columns" in str(errors[1])
+
+
+def test_collator_keeps_float_labels_as_transformers():
+    ref, ours = (collated(library, tokenizer, label=[0.5, 1.25])
+                 for library, tokenizer in zip((transformers, leanformers), minilm_tokenizers(), strict=True))
+    assert ref["labels"].dtype == ours["labels"].dtype == torch.float32
+    torch.testing.assert_close(ours["labels"], ref["labels"])
+
+
 # -- batched generation with right padding ---------------------------------------------------------
 
 RIGHT_PADDING = "right-padding was detected! For correct generation results, please set `padding_side='left'`"
