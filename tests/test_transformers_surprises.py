@@ -194,6 +194,41 @@ def test_collator_keeps_float_labels_as_transformers():
     torch.testing.assert_close(ours["labels"], ref["labels"])
 
 
+# -- a hub name that is not cached, with no network ----------------------------------------------
+
+
+def no_network(*args, **kwargs):
+    """What huggingface_hub raises for a download without network (its connection error as the cause)."""
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")
+    except httpx2.ConnectError as err:
+        raise LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub") from err
+
+
+def test_uncached_name_without_network_says_so(tmp_path, monkeypatch):
+    import huggingface_hub
+    import transformers.utils.hub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for module in (huggingface_hub, transformers.utils.hub):
+        monkeypatch.setattr(module, "hf_hub_download", no_network)
+        monkeypatch.setattr(module, "snapshot_download", no_network)
+    ref = raised(lambda: transformers.AutoConfig.from_pretrained("nobody/nothing", cache_dir=tmp_path))
+    assert isinstance(ref, OSError)
+    assert "couldn't connect" in str(ref)
+    error = raised(lambda: leanformers.AutoModelForCausalLM.from_pretrained("nobody/nothing"))
+    assert isinstance(error, OSError) and "LocalEntryNotFoundError" not in type(error).__name__
+    message = str(error)
+    assert "'nobody/nothing' is not a local path" in message and "not in the Hugging Face cache" in message
+    assert "downloading it from the Hugging Face Hub failed (ConnectError: " in message
+    assert "smollm2-135m-instruct" in message and "HF_HUB_OFFLINE=1" in message
+
+
 # -- batched generation with right padding ---------------------------------------------------------
 
 RIGHT_PADDING = "right-padding was detected! For correct generation results, please set `padding_side='left'`"
