@@ -14,8 +14,8 @@ from .hub import resolve_model_path
 
 CONFIG_NAME = "config.json"
 
-# What transformers' base PretrainedConfig() holds: to_diff_dict (and so the repr) leaves these out
-# while they keep these values and the family's own default.
+# What transformers' base PretrainedConfig() holds: to_diff_dict (and so the repr) leaves such a key out
+# when it holds both this value and the family's own default.
 BASE_DEFAULTS = {
     "architectures": None,
     "output_hidden_states": False,
@@ -29,8 +29,9 @@ BASE_DEFAULTS = {
     "is_encoder_decoder": False,
 }
 
-# Keys every config carries, with transformers' defaults. The special tokens, tying and use_cache are
-# fields of each family in transformers v5, not of the base, so they are printed even at their default.
+# Keys every config carries, with transformers' defaults (no chunk_size_feed_forward: nothing here chunks
+# the feed-forward; a config.json's one is kept as any other key). The special tokens, tying and use_cache
+# are fields of each family in transformers v5, not of the base, so they are printed even at their default.
 COMMON_DEFAULTS = {
     **{k: v for k, v in BASE_DEFAULTS.items() if k != "chunk_size_feed_forward"},
     "id2label": None,

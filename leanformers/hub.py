@@ -125,4 +125,3 @@ def download_model(name: str, revision, cache_dir, patterns) -> Path:
             f"({type(cause).__name__}: {cause}). Check the network connection, pass a local folder or a bundled "
             "name, or set HF_HUB_OFFLINE=1 to use local files only"
         ) from err
-

@@ -123,8 +123,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         return "ForCausalLM" in cls.__name__ or "LMHead" in cls.__name__
 
     def generate(self, *args, **kwargs):
-        # transformers' base models and classifiers have no generate() at all; run, ours would fail deep inside
-        # on outputs without logits. Refuse before any work and name the class that generates.
+        # transformers' base models and classifiers have no generate(); ours would run the forward and fail
+        # deep inside on an output without logits, so refuse before any work and name the class that generates.
         if not self.can_generate():
             family_class = causal_lm_class_name(type(self))
             fix = (f"load the checkpoint with AutoModelForCausalLM ({family_class}) instead" if family_class
