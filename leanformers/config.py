@@ -14,23 +14,49 @@ from .hub import resolve_model_path
 
 CONFIG_NAME = "config.json"
 
-# Keys every config carries, with transformers' defaults.
-COMMON_DEFAULTS = {
+# What transformers' base PretrainedConfig() holds: to_diff_dict (and so the repr) leaves such a key out
+# when it holds both this value and the family's own default.
+BASE_DEFAULTS = {
     "architectures": None,
     "output_hidden_states": False,
     "output_attentions": False,
     "return_dict": True,
     "dtype": None,
-    "id2label": None,
-    "label2id": None,
+    "chunk_size_feed_forward": 0,
+    "id2label": {0: "LABEL_0", 1: "LABEL_1"},
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1},
     "problem_type": None,
     "is_encoder_decoder": False,
+}
+
+# Keys every config carries, with transformers' defaults (no chunk_size_feed_forward: nothing here chunks
+# the feed-forward; a config.json's one is kept as any other key). The special tokens, tying and use_cache
+# are fields of each family in transformers v5, not of the base, so they are printed even at their default.
+COMMON_DEFAULTS = {
+    **{k: v for k, v in BASE_DEFAULTS.items() if k != "chunk_size_feed_forward"},
+    "id2label": None,
+    "label2id": None,
     "tie_word_embeddings": True,
     "use_cache": True,
     "bos_token_id": None,
     "eos_token_id": None,
     "pad_token_id": None,
 }
+
+# The settings transformers' GenerationConfig fills in by default (its _get_default_generation_params). As
+# in transformers v5, a model config drops them when built (generate() still reads the ones a config.json
+# holds: see PreTrainedModel.from_pretrained), and generate() and save_pretrained refuse a config they were
+# set on afterwards, since they belong in model.generation_config.
+GENERATION_PARAMETERS = (
+    "max_length", "min_length", "do_sample", "use_cache", "early_stopping", "num_beams", "temperature", "top_k",
+    "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "epsilon_cutoff", "eta_cutoff",
+    "encoder_repetition_penalty", "num_assistant_tokens", "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold", "assistant_lookbehind", "target_lookbehind", "num_beam_groups",
+    "diversity_penalty",
+)  # fmt: skip
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -48,6 +74,9 @@ class PretrainedConfig:
         torch_dtype = kwargs.pop("torch_dtype", None)
         num_labels = kwargs.pop("num_labels", None)
         values = {**copy.deepcopy(COMMON_DEFAULTS), **copy.deepcopy(self.defaults)}
+        for key in GENERATION_PARAMETERS:
+            if key not in values:
+                kwargs.pop(key, None)
         for key, value in kwargs.items():
             values[self.attribute_map.get(key, key)] = value
         if values["dtype"] is None and torch_dtype is not None:
@@ -98,6 +127,17 @@ class PretrainedConfig:
     def __eq__(self, other):
         return type(self) is type(other) and self.to_dict() == other.to_dict()
 
+    def update(self, config_dict: dict):
+        """Set the attributes named in `config_dict`."""
+        for key, value in config_dict.items():
+            setattr(self, key, value)
+
+    def _get_generation_parameters(self) -> dict:
+        """Generation settings put on this config by hand (transformers' name): {name: value}."""
+        declared = {**COMMON_DEFAULTS, **self.defaults}
+        return {key: getattr(self, key) for key in GENERATION_PARAMETERS
+                if key not in declared and getattr(self, key, None) is not None}
+
     # -- dict and JSON ------------------------------------------------------------------
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
@@ -114,11 +154,10 @@ class PretrainedConfig:
         return out
 
     def to_diff_dict(self) -> dict:
-        """Keys whose value differs from the defaults every config has, or from the family's own
-        defaults (what transformers prints)."""
-        common = {**COMMON_DEFAULTS, "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+        """What transformers prints: every key but the base config's ones left at the base's value and
+        the family's own default."""
         return {k: v for k, v in self.to_dict().items()
-                if k not in common or common[k] != v or (k in self.defaults and self.defaults[k] != v)}
+                if k not in BASE_DEFAULTS or BASE_DEFAULTS[k] != v or self.defaults.get(k, v) != v}
 
     def to_json_string(self, use_diff: bool = True) -> str:
         data = self.to_diff_dict() if use_diff else self.to_dict()
@@ -141,6 +180,13 @@ class PretrainedConfig:
         save_directory = Path(save_directory)
         if save_directory.is_file():
             raise ValueError(f"save_pretrained needs a directory, but {save_directory} is a file")
+        generation_parameters = self._get_generation_parameters()
+        if generation_parameters:
+            raise ValueError(
+                "Some generation parameters are set in the model config. These should go into "
+                "`model.generation_config` as opposed to `model.config`.\n"
+                f"Generation parameters found: {generation_parameters}"
+            )
         save_directory.mkdir(parents=True, exist_ok=True)
         write_atomic(save_directory / CONFIG_NAME, self.to_json_string(use_diff=False).encode())
 

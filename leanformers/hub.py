@@ -99,10 +99,29 @@ def resolve_model_path(name_or_path, gguf_file=None, revision=None, cache_dir=No
     snapshot = cached_snapshot(name, revision, cache_dir=cache_dir)
     if snapshot is None:
         if is_offline():
-            raise OSError(
-                f"{name!r} is not a local path, not a bundled model ({', '.join(BUNDLED_MODELS)}), and not in "
-                f"the Hugging Face cache at {cache_dir or hub_cache_dir()}; HF_HUB_OFFLINE is set, so nothing is downloaded"
-            )
+            raise OSError(f"{not_found(name, cache_dir)}; HF_HUB_OFFLINE is set, so nothing is downloaded")
         patterns = ["*.json", "*.txt", "*.jinja", gguf_file] if gguf_file else WEIGHT_PATTERNS
-        snapshot = download_snapshot(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
+        snapshot = download_model(name, revision, cache_dir, patterns)
     return resolve_model_path(snapshot, gguf_file=gguf_file)
+
+
+def not_found(name: str, cache_dir) -> str:
+    return (f"{name!r} is not a local path, not a bundled model ({', '.join(BUNDLED_MODELS)}), and not in "
+            f"the Hugging Face cache at {cache_dir or hub_cache_dir()}")
+
+
+def download_model(name: str, revision, cache_dir, patterns) -> Path:
+    """download_snapshot, with huggingface_hub's error for a failed connection (no network, Hub down) told as
+    what it means here: the model is not cached and could not be downloaded."""
+    try:
+        return download_snapshot(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns)
+    except OSError as err:
+        # huggingface_hub's LocalEntryNotFoundError: the Hub could not be reached and nothing is cached
+        if type(err).__name__ != "LocalEntryNotFoundError":
+            raise
+        cause = err.__cause__ or err
+        raise OSError(
+            f"{not_found(name, cache_dir)}, and downloading it from the Hugging Face Hub failed "
+            f"({type(cause).__name__}: {cause}). Check the network connection, pass a local folder or a bundled "
+            "name, or set HF_HUB_OFFLINE=1 to use local files only"
+        ) from err

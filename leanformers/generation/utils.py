@@ -14,11 +14,13 @@ assembles transformers' outputs.
 """
 
 import copy
+import logging
 import warnings
 from dataclasses import dataclass, fields
 
 import torch
 
+from ..config import PretrainedConfig
 from .beam_search import BeamSearch
 from .cache import KVCache
 from .config import GLOBAL_DEFAULTS, GenerationConfig
@@ -31,6 +33,8 @@ from .stopping_criteria import (
     StopStringCriteria,
     check_stop_strings,
 )
+
+logger = logging.getLogger(__name__)
 
 # Settings we read but do not implement: generate() refuses them rather than silently ignoring them.
 UNSUPPORTED = {
@@ -294,6 +298,19 @@ def decode_steps(
 
 
 # -- generate() ------------------------------------------------------------------------------------
+def refuse_settings_on_model_config(model_config):
+    """Raise for generation settings set on the model config by hand (`config.do_sample = True`): v4 applied
+    them, transformers v5 raises, and ignoring them would silently decode greedily."""
+    found = model_config._get_generation_parameters() if isinstance(model_config, PretrainedConfig) else {}
+    if found:
+        raise ValueError(
+            "You have modified the pretrained model configuration to control generation. We detected the following "
+            f"values set - {found}. This strategy to control generation is not supported anymore. Please use and "
+            "modify `model.generation_config` (see "
+            "https://huggingface.co/docs/transformers/generation_strategies#default-text-generation-configuration )"
+        )
+
+
 class GenerationMixin:
     """generate() for any model whose forward follows the leanformers decoding contract (see decode_steps)."""
 
@@ -538,10 +555,10 @@ class GenerationMixin:
             else:
                 right_padded = bool((input_ids[:, -1] == pad_token_id).any())
             if right_padded:
-                warnings.warn(
+                # A log record as in transformers: shown at every call, and not silenced by warning filters.
+                logger.warning(
                     "A decoder-only architecture is being used, but right-padding was detected! For correct "
-                    "generation results, please set `padding_side='left'` when initializing the tokenizer.",
-                    stacklevel=3,
+                    "generation results, please set `padding_side='left'` when initializing the tokenizer."
                 )
         if attention_mask is not None and bool((attention_mask == 1).all()):
             attention_mask = None  # no padding: the model takes its faster causal path
@@ -550,8 +567,11 @@ class GenerationMixin:
     def _prepare_generation_config(self, generation_config, kwargs):
         """Merge: kwargs > the generation_config passed > self.generation_config > GLOBAL_DEFAULTS.
 
-        Returns the merged copy and whether max_length was left at its global default.
+        Returns the merged copy and whether max_length was left at its global default. Settings put on the
+        model config by hand (v4's way) are refused, as transformers v5 does, rather than ignored.
         """
+        if generation_config is None:
+            refuse_settings_on_model_config(getattr(self, "config", None))
         model_config = getattr(self, "generation_config", None) or GenerationConfig()
         has_default_max_length = (
             kwargs.get("max_length") is None

@@ -8,6 +8,7 @@ difference is reported with the key names and the file.
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import PretrainedConfig, load_config_dict
-from ..generation.config import GenerationConfig
+from ..generation.config import GENERATION_CONFIG_NAME, GenerationConfig
 from ..generation.utils import GenerationMixin
 from ..gguf import load_gguf_state_dict
 from ..hub import resolve_model_path
@@ -80,6 +81,21 @@ def drop_replaced_labels(config_dict: dict, overrides: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
 
 
+def load_generation_config(path: Path, config_dict: dict, config: PretrainedConfig) -> GenerationConfig:
+    """The folder's generation_config.json; without one, as transformers, the model config's settings plus the
+    generation settings config.json holds (max_length, do_sample, ...: the model config drops those)."""
+    if path.is_dir() and (path / GENERATION_CONFIG_NAME).is_file():
+        return GenerationConfig.from_pretrained(path)
+    return GenerationConfig.from_model_config({**config_dict, **config.to_dict()})
+
+
+def causal_lm_class_name(cls) -> str | None:
+    """The class of `cls`'s family that generates (LlamaModel -> LlamaForCausalLM): a family lives in one module."""
+    family = vars(sys.modules[cls.__module__]).values()
+    return next((c.__name__ for c in family if isinstance(c, type) and issubclass(c, PreTrainedModel)
+                 and c.can_generate()), None)
+
+
 def make_output_require_grad(module, inputs, output):
     output.requires_grad_(True)
 
@@ -105,6 +121,19 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     @classmethod
     def can_generate(cls) -> bool:
         return "ForCausalLM" in cls.__name__ or "LMHead" in cls.__name__
+
+    def generate(self, *args, **kwargs):
+        # transformers' base models and classifiers have no generate(); ours would run the forward and fail
+        # deep inside on an output without logits, so refuse before any work and name the class that generates.
+        if not self.can_generate():
+            family_class = causal_lm_class_name(type(self))
+            fix = (f"load the checkpoint with AutoModelForCausalLM ({family_class}) instead" if family_class
+                   else "use a decoder checkpoint (GPT-2, Llama, ...) with AutoModelForCausalLM")
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'generate': it has no "
+                                 f"language-model head, so it cannot generate text; {fix}")
+        return super().generate(*args, **kwargs)
+
+    generate.__doc__ = GenerationMixin.generate.__doc__
 
     # -- initialisation -----------------------------------------------------------------
     def init_weights_of(self, module):
@@ -280,8 +309,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         for key in IGNORED_LOAD_KWARGS:
             kwargs.pop(key, None)
         path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file, revision=revision)
+        config_dict = load_config_dict(path)
         if config is None:
-            config = cls.config_class.from_dict(drop_replaced_labels(load_config_dict(path), kwargs), **kwargs)
+            config = cls.config_class.from_dict(drop_replaced_labels(config_dict, kwargs), **kwargs)
         elif kwargs:
             for key, value in kwargs.items():
                 setattr(config, key, value)
@@ -302,9 +332,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             if param.is_floating_point() and param.dtype != dtype:
                 param.data = param.data.to(dtype)
         model.config.dtype = str(dtype).removeprefix("torch.")
-        generation_file = path / "generation_config.json" if path.is_dir() else None
-        if model.can_generate() and generation_file is not None and generation_file.is_file():
-            model.generation_config = GenerationConfig.from_pretrained(path)
+        if model.can_generate():
+            model.generation_config = load_generation_config(path, config_dict, model.config)
         model.name_or_path = str(pretrained_model_name_or_path)
         return model.eval()
 

@@ -1,6 +1,8 @@
 """Model outputs: dataclasses readable by attribute (out.logits), key (out["logits"])
 and index (out[0]); fields left as None are skipped by keys and indices, as in
 transformers, so out[0] is the loss when labels were given and the logits otherwise.
+They print as the dataclasses they are, every field included, as transformers' do
+(`SequenceClassifierOutput(loss=None, logits=tensor(...), ...)`), not as the dict of set fields.
 """
 
 from dataclasses import dataclass, fields
@@ -38,14 +40,14 @@ class ModelOutput(dict):
         return tuple(self[k] for k in self.keys())
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class BaseModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor = None
     hidden_states: tuple = None
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class BaseModelOutputWithPast(ModelOutput):
     last_hidden_state: torch.Tensor = None
     cache: object = None
@@ -53,7 +55,7 @@ class BaseModelOutputWithPast(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class BaseModelOutputWithPooling(ModelOutput):
     last_hidden_state: torch.Tensor = None
     pooler_output: torch.Tensor = None
@@ -61,7 +63,7 @@ class BaseModelOutputWithPooling(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class CausalLMOutputWithPast(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
@@ -70,7 +72,7 @@ class CausalLMOutputWithPast(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
     last_hidden_state: torch.Tensor = None
     pooler_output: torch.Tensor = None
@@ -80,7 +82,7 @@ class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
     cross_attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
@@ -88,7 +90,7 @@ class MaskedLMOutput(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class SequenceClassifierOutput(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
@@ -96,7 +98,7 @@ class SequenceClassifierOutput(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class SequenceClassifierOutputWithPast(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
@@ -105,7 +107,7 @@ class SequenceClassifierOutputWithPast(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class TokenClassifierOutput(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
@@ -113,7 +115,7 @@ class TokenClassifierOutput(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class QuestionAnsweringModelOutput(ModelOutput):
     loss: torch.Tensor = None
     start_logits: torch.Tensor = None
@@ -122,7 +124,7 @@ class QuestionAnsweringModelOutput(ModelOutput):
     attentions: tuple = None
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(eq=False)
 class MultipleChoiceModelOutput(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None

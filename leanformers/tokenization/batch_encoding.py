@@ -15,10 +15,32 @@ def to_tensor(value, tensor_type: str, key: str):
     if tensor_type == "pt":
         import torch
 
-        return value if isinstance(value, torch.Tensor) else torch.tensor(value)
+        if isinstance(value, torch.Tensor):
+            return value
+        try:
+            return torch.tensor(value)
+        except (TypeError, ValueError):
+            text = first_text(value)
+            if text is None:
+                raise
+            # Typically a dataset's text column left in the examples a collator pads.
+            raise ValueError(
+                f"Unable to create tensor: the column `{key}` holds text ({text!r}), not numbers. Remove the "
+                f"columns the model does not take before batching (dataset.remove_columns([{key!r}])), or let the "
+                "Trainer drop them (TrainingArguments(remove_unused_columns=True), its default)."
+            ) from None
     import numpy as np
 
     return np.asarray(value)
+
+
+def first_text(value):
+    """The first string in a (nested) list, or None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return next((text for text in map(first_text, value) if text is not None), None)
+    return None
 
 
 def check_tensor_type(return_tensors):

@@ -52,6 +52,16 @@ def to_id_list(ids):
     return int(ids)
 
 
+def to_plain_list(value):
+    """Tensors and arrays as (nested) Python lists; other values stay what they are, so a float label is not
+    cut to an int and a text column reaches the tensor conversion, which names it."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [to_plain_list(v) for v in value]
+    return value
+
+
 class PreTrainedTokenizer:
     """A fast tokenizer: a `tokenizers.Tokenizer` plus the settings transformers keeps beside it."""
 
@@ -506,9 +516,9 @@ class PreTrainedTokenizer:
         if isinstance(encoded_inputs, (list, tuple)):
             if not encoded_inputs or not isinstance(encoded_inputs[0], dict):
                 raise TypeError("pad takes a dict of lists or a list of dicts with 'input_ids'")
-            encoded_inputs = {key: [to_id_list(f[key]) for f in encoded_inputs] for key in encoded_inputs[0]}
+            encoded_inputs = {key: [to_plain_list(f[key]) for f in encoded_inputs] for key in encoded_inputs[0]}
         else:
-            encoded_inputs = {key: to_id_list(value) for key, value in encoded_inputs.items()}
+            encoded_inputs = {key: to_plain_list(value) for key, value in encoded_inputs.items()}
         if "input_ids" not in encoded_inputs:
             raise ValueError(f"pad needs 'input_ids'; got {list(encoded_inputs)}")
         single = bool(encoded_inputs["input_ids"]) and isinstance(encoded_inputs["input_ids"][0], int)
