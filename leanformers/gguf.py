@@ -3,7 +3,7 @@
 A GGUF file (llama.cpp's format) holds a model's hyper-parameters and tokenizer as metadata and its
 weights, usually quantized, as tensors named `blk.N.attn_q.weight`. This module turns the metadata into
 a Hugging Face config.json dict and the tensors into a state dict with Hugging Face names (q/k rows
-un-permuted), dequantized by the `gguf` package and cached as safetensors keyed by the file's content.
+un-permuted), dequantized by gguf_quants.py and cached as safetensors keyed by the file's content.
 Adding an architecture or a quantization type touches this file, and the tokenizer builder
 (tokenization/from_gguf.py), only. Parsing is done by the `gguf` package; nothing in the file is executed.
 """
@@ -15,10 +15,10 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .files import leanformers_cache_dir, write_atomic
+from .gguf_quants import dequantize
 from .weights import read_safetensors, save_safetensors
 
 GGUF_LAYER_NAMES = {
@@ -140,15 +140,13 @@ def gguf_to_hf_name(name: str) -> str | None:
     return f"{hf}.{kind}" if hf else None
 
 
-def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+def unpermute_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Undo llama.cpp's q/k row order (halves interleaved per head) back to rotate_half order."""
     rows = weight.shape[0]
     return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def dequantize_gguf(path) -> dict:
-    from gguf import quants
-
     fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
     arch = gguf_architecture(path, fields)
     reader = gguf_reader(path)
@@ -160,14 +158,14 @@ def dequantize_gguf(path) -> dict:
         if name is None:
             continue  # e.g. rope_freqs: derived from the config here
         try:
-            array = quants.dequantize(tensor.data, tensor.tensor_type)
-        except NotImplementedError:
-            raise ValueError(f"{path}: tensor {tensor.name} has type {tensor.tensor_type.name}, which cannot be dequantized") from None
+            weight = dequantize(tensor.data, tensor.tensor_type.name)
+        except ValueError as err:
+            raise ValueError(f"{path}: tensor {tensor.name}: {err}") from None
         if name.endswith(("q_proj.weight", "q_proj.bias")):
-            array = unpermute_rows(array, n_heads)
+            weight = unpermute_rows(weight, n_heads)
         elif name.endswith(("k_proj.weight", "k_proj.bias")):
-            array = unpermute_rows(array, n_kv_heads)
-        state_dict[name] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
+            weight = unpermute_rows(weight, n_kv_heads)
+        state_dict[name] = weight.contiguous()
     return state_dict
 
 

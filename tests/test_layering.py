@@ -11,7 +11,7 @@ PACKAGE = Path(leanformers.__file__).parent
 
 # Bottom to top. A module may import from its own floor (another module of the same package) or
 # from a floor below it.
-FLOORS = ["files", "hub", "weights", "gguf", "config", "kernels", "tokenization", "generation", "models", "auto",
+FLOORS = ["files", "hub", "weights", "gguf_quants", "gguf", "config", "kernels", "tokenization", "generation", "models", "auto",
           "data", "training", "pipelines", "serve", "cli", "__init__"]
 # Floors that must not see each other although one stands above the other.
 UNRELATED = {"data": {"generation", "models", "auto"}}
