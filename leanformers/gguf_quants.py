@@ -32,14 +32,9 @@ def bits(packed, count):
 
 
 def dequantize_f16(blocks):
-    half = blocks.contiguous().view(torch.int16)
-    x = half.view(torch.float16).float()
-    nan = x.isnan()
-    if nan.any():  # torch quiets signalling NaNs; ggml (and numpy) keep every payload bit
-        wide = half.int()
-        bits = ((wide & 0x8000) << 16) | 0x7F800000 | ((wide & 0x3FF) << 13)
-        x = torch.where(nan, bits.view(torch.float32), x)
-    return x
+    # numpy's conversion: about twice torch's speed here, and it keeps signalling NaNs' payloads as
+    # ggml does (torch quiets them)
+    return torch.from_numpy(blocks.numpy().view(np.float16).astype(np.float32))
 
 
 def dequantize_bf16(blocks):
@@ -50,12 +45,12 @@ def dequantize_bf16(blocks):
 def dequantize_q4_0(blocks):
     # d: fp16 | qs: 16 bytes, 32 nibbles q; x = d * (q - 8)
     q = nibbles(blocks[:, 2:]).to(torch.int8) - 8
-    return read_f16(blocks, 0) * q.float()
+    return read_f16(blocks, 0) * q
 
 
 def dequantize_q4_1(blocks):
     # d: fp16 | m: fp16 | qs: 16 bytes, 32 nibbles q; x = d * q + m
-    return read_f16(blocks, 0) * nibbles(blocks[:, 4:]).float() + read_f16(blocks, 2)
+    return read_f16(blocks, 0) * nibbles(blocks[:, 4:]) + read_f16(blocks, 2)
 
 
 def five_bit(qh, qs):
@@ -66,23 +61,23 @@ def five_bit(qh, qs):
 def dequantize_q5_0(blocks):
     # d: fp16 | qh: 4 bytes (32 fifth bits) | qs: 16 bytes of nibbles; x = d * (q - 16)
     q = five_bit(blocks[:, 2:6], blocks[:, 6:]).to(torch.int8) - 16
-    return read_f16(blocks, 0) * q.float()
+    return read_f16(blocks, 0) * q
 
 
 def dequantize_q5_1(blocks):
     # d: fp16 | m: fp16 | qh: 4 bytes | qs: 16 bytes; x = d * q + m
-    return read_f16(blocks, 0) * five_bit(blocks[:, 4:8], blocks[:, 8:]).float() + read_f16(blocks, 2)
+    return read_f16(blocks, 0) * five_bit(blocks[:, 4:8], blocks[:, 8:]) + read_f16(blocks, 2)
 
 
 def dequantize_q8_0(blocks):
     # d: fp16 | qs: 32 int8; x = q * d
-    return blocks[:, 2:].contiguous().view(torch.int8).float() * read_f16(blocks, 0)
+    return blocks[:, 2:].contiguous().view(torch.int8) * read_f16(blocks, 0)
 
 
 def dequantize_q8_k(blocks):
     # d: fp32 | qs: 256 int8 | bsums: 16 int16 (sums for dot products, unused here); x = q * d
     d = blocks[:, :4].contiguous().view(torch.float32)
-    return blocks[:, 4:4 + QK_K].contiguous().view(torch.int8).float() * d
+    return blocks[:, 4:4 + QK_K].contiguous().view(torch.int8) * d
 
 
 def crumbs(qs, group):
@@ -99,7 +94,7 @@ def dequantize_q2_k(blocks):
     scales = blocks[:, :16]
     dl = (read_f16(blocks, 80) * (scales & 0x0F).float()).reshape(n, 16, 1)
     ml = (read_f16(blocks, 82) * (scales >> 4).float()).reshape(n, 16, 1)
-    q = crumbs(blocks[:, 16:80], 32).reshape(n, 16, 16).float()
+    q = crumbs(blocks[:, 16:80], 32).reshape(n, 16, 16)
     return (dl * q - ml).reshape(n, QK_K)
 
 
@@ -117,7 +112,7 @@ def dequantize_q3_k(blocks):
     hmask = blocks[:, :32].reshape(n, 1, 32) >> torch.arange(8, dtype=torch.uint8).reshape(1, 8, 1)
     qh = ((hmask & 1) ^ 1).reshape(n, 16, 16)  # the offset of 4 applies where the bit is 0
     q = ql.to(torch.int8) - (qh << 2).to(torch.int8)
-    return (dl * q.float()).reshape(n, QK_K)
+    return (dl * q).reshape(n, QK_K)
 
 
 def k_scales_and_mins(scales):
@@ -137,7 +132,7 @@ def dequantize_q4_k(blocks):
     sc, mn = k_scales_and_mins(blocks[:, 4:16])
     d = (read_f16(blocks, 0) * sc.float()).reshape(n, 8, 1)
     dm = (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
-    q = nibbles(blocks[:, 16:].reshape(n, 4, 32)).reshape(n, 8, 32).float()
+    q = nibbles(blocks[:, 16:].reshape(n, 4, 32)).reshape(n, 8, 32)
     return (d * q - dm).reshape(n, QK_K)
 
 
@@ -150,7 +145,7 @@ def dequantize_q5_k(blocks):
     dm = (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
     ql = nibbles(blocks[:, 48:].reshape(n, 4, 32)).reshape(n, 8, 32)
     qh = (blocks[:, 16:48].reshape(n, 1, 32) >> torch.arange(8, dtype=torch.uint8).reshape(1, 8, 1)) & 1
-    q = (ql | (qh << 4)).float()
+    q = ql | (qh << 4)
     return (d * q - dm).reshape(n, QK_K)
 
 
@@ -163,7 +158,7 @@ def dequantize_q6_k(blocks):
     ql = nibbles(blocks[:, :128].reshape(n, 2, 64)).reshape(n, 8, 32)
     qh = crumbs(blocks[:, 128:192], 32).reshape(n, 8, 32)
     q = (ql | (qh << 4)).to(torch.int8) - 32
-    return (d * q.reshape(n, 16, 16).float()).reshape(n, QK_K)
+    return (d * q.reshape(n, 16, 16)).reshape(n, QK_K)
 
 
 BLOCK_DEQUANTIZERS = {
@@ -186,7 +181,7 @@ BLOCK_DEQUANTIZERS = {
 NUMPY_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
                "TQ1_0", "TQ2_0", "MXFP4", "NVFP4")
 READABLE_TYPES = tuple(BLOCK_DEQUANTIZERS) + NUMPY_TYPES
-BLOCKS_PER_CHUNK = 1 << 16  # bounds the temporaries of one step to a few tens of MB
+WEIGHTS_PER_CHUNK = 1 << 17  # the temporaries of one step stay in the CPU's cache
 
 
 def dequantize(data: np.ndarray, type_name: str) -> torch.Tensor:
@@ -206,8 +201,11 @@ def dequantize(data: np.ndarray, type_name: str) -> torch.Tensor:
     with warnings.catch_warnings():  # a read-only memory map: it is only ever read here
         warnings.simplefilter("ignore", UserWarning)
         blocks = torch.from_numpy(raw).reshape(-1, type_size)
+    if block_size == 1:  # plain floats: one conversion, a copy (never a view of the file's memory map)
+        out = BLOCK_DEQUANTIZERS[type_name](blocks)
+        return (out.clone() if out.data_ptr() == blocks.data_ptr() else out).reshape(shape)
     out = torch.empty(blocks.shape[0], block_size, dtype=torch.float32)
-    function = BLOCK_DEQUANTIZERS[type_name]
-    for start in range(0, blocks.shape[0], BLOCKS_PER_CHUNK):
-        out[start:start + BLOCKS_PER_CHUNK] = function(blocks[start:start + BLOCKS_PER_CHUNK])
+    function, step = BLOCK_DEQUANTIZERS[type_name], max(1, WEIGHTS_PER_CHUNK // block_size)
+    for start in range(0, blocks.shape[0], step):
+        out[start:start + step] = function(blocks[start:start + step])
     return out.reshape(shape)

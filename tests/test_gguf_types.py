@@ -57,7 +57,7 @@ def test_q8_k_dequantizes_as_its_layout_says():
 def test_gguf_dequantization_in_chunks_equals_one_step(monkeypatch):
     data = random_blocks("Q4_K", rows=4, blocks_per_row=7)
     whole = gguf_quants.dequantize(data, "Q4_K")
-    monkeypatch.setattr(gguf_quants, "BLOCKS_PER_CHUNK", 3)
+    monkeypatch.setattr(gguf_quants, "WEIGHTS_PER_CHUNK", 3 * 256)
     assert same_bits(gguf_quants.dequantize(data, "Q4_K").numpy(), whole.numpy())
 
 
