@@ -20,15 +20,21 @@ def read_f16(blocks, start):
     return blocks[:, start:start + 2].contiguous().view(torch.float16).float()
 
 
+def split_bits(packed, width):
+    """Bytes (..., n) -> (..., 8 // width, n): the `width`-bit fields of every byte, lowest first. (One
+    shift per field: a broadcast shift over a tensor of shifts is several times slower in torch.)"""
+    mask = (1 << width) - 1
+    return torch.stack([(packed >> shift) & mask for shift in range(0, 8, width)], dim=-2)
+
+
 def nibbles(qs):
     """Bytes (..., n) -> (..., 2n) 4-bit values: all low nibbles first, then all high nibbles (ggml's order)."""
-    return torch.cat([qs & 0x0F, qs >> 4], dim=-1)
+    return split_bits(qs, 4).flatten(-2)
 
 
 def bits(packed, count):
     """Bytes (n_blocks, count // 8) -> (n_blocks, count) single bits, least significant bit first."""
-    shifts = torch.arange(8, dtype=torch.uint8)
-    return ((packed.unsqueeze(-1) >> shifts) & 1).reshape(packed.shape[0], count)
+    return split_bits(packed.unsqueeze(-1), 1).reshape(packed.shape[0], count)
 
 
 def dequantize_f16(blocks):
@@ -83,8 +89,7 @@ def dequantize_q8_k(blocks):
 def crumbs(qs, group):
     """Bytes (n_blocks, k * group) -> 2-bit values: for each run of `group` bytes, bits 0-1 of all of
     them, then bits 2-3, 4-5, 6-7 (ggml's order), as (n_blocks, k, 4, group)."""
-    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).reshape(1, 1, 4, 1)
-    return (qs.reshape(qs.shape[0], -1, 1, group) >> shifts) & 3
+    return split_bits(qs.reshape(qs.shape[0], -1, group), 2)
 
 
 def dequantize_q2_k(blocks):
@@ -109,8 +114,7 @@ def dequantize_q3_k(blocks):
     scale = (low | (high << 4)).to(torch.int8) - 32
     dl = (read_f16(blocks, 108) * scale.float()).reshape(n, 16, 1)
     ql = crumbs(blocks[:, 32:96], 32).reshape(n, 16, 16)
-    hmask = blocks[:, :32].reshape(n, 1, 32) >> torch.arange(8, dtype=torch.uint8).reshape(1, 8, 1)
-    qh = ((hmask & 1) ^ 1).reshape(n, 16, 16)  # the offset of 4 applies where the bit is 0
+    qh = (split_bits(blocks[:, :32], 1) ^ 1).reshape(n, 16, 16)  # the offset of 4 applies where the bit is 0
     q = ql.to(torch.int8) - (qh << 2).to(torch.int8)
     return (dl * q).reshape(n, QK_K)
 
@@ -144,7 +148,7 @@ def dequantize_q5_k(blocks):
     d = (read_f16(blocks, 0) * sc.float()).reshape(n, 8, 1)
     dm = (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
     ql = nibbles(blocks[:, 48:].reshape(n, 4, 32)).reshape(n, 8, 32)
-    qh = (blocks[:, 16:48].reshape(n, 1, 32) >> torch.arange(8, dtype=torch.uint8).reshape(1, 8, 1)) & 1
+    qh = split_bits(blocks[:, 16:48], 1)
     q = ql | (qh << 4)
     return (d * q - dm).reshape(n, QK_K)
 
