@@ -119,23 +119,23 @@ def dequantize_q3_k(blocks):
     return (dl * q).reshape(n, QK_K)
 
 
-def k_scales_and_mins(scales):
+def k_scales_and_mins(blocks):
     """Q4_K/Q5_K: 12 bytes -> 8 6-bit scales and 8 6-bit mins. Bytes 0-3 hold scales 0-3 (and the top
     bits of scales 4-7), bytes 4-7 mins 0-3 (and the top bits of mins 4-7), bytes 8-11 the low nibbles
-    of scales 4-7 (low half) and mins 4-7 (high half)."""
+    of scales 4-7 (low half) and mins 4-7 (high half).
+    Returns d * scale and dmin * min, (n_blocks, 8, 1) each, d and dmin being the block's first two fp16s."""
+    n, scales = blocks.shape[0], blocks[:, 4:16]
     d, m, md = scales[:, 0:4], scales[:, 4:8], scales[:, 8:12]
     sc = torch.cat([d & 0x3F, (md & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
     mn = torch.cat([m & 0x3F, (md >> 4) | ((m >> 2) & 0x30)], dim=-1)
-    return sc, mn
+    return (read_f16(blocks, 0) * sc.float()).reshape(n, 8, 1), (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
 
 
 def dequantize_q4_k(blocks):
     # d: fp16 | dmin: fp16 | scales: 12 bytes | qs: 128 bytes, per 32 bytes the nibbles of 64 weights
     # x = d * scale * q - dmin * min, per 32 weights
     n = blocks.shape[0]
-    sc, mn = k_scales_and_mins(blocks[:, 4:16])
-    d = (read_f16(blocks, 0) * sc.float()).reshape(n, 8, 1)
-    dm = (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
+    d, dm = k_scales_and_mins(blocks)
     q = nibbles(blocks[:, 16:].reshape(n, 4, 32)).reshape(n, 8, 32)
     return (d * q - dm).reshape(n, QK_K)
 
@@ -144,9 +144,7 @@ def dequantize_q5_k(blocks):
     # d: fp16 | dmin: fp16 | scales: 12 bytes | qh: 32 bytes, bit i of byte j is the fifth bit of
     # weight 32 * i + j | qs: 128 bytes of nibbles as in Q4_K
     n = blocks.shape[0]
-    sc, mn = k_scales_and_mins(blocks[:, 4:16])
-    d = (read_f16(blocks, 0) * sc.float()).reshape(n, 8, 1)
-    dm = (read_f16(blocks, 2) * mn.float()).reshape(n, 8, 1)
+    d, dm = k_scales_and_mins(blocks)
     ql = nibbles(blocks[:, 48:].reshape(n, 4, 32)).reshape(n, 8, 32)
     qh = split_bits(blocks[:, 16:48], 1)
     q = ql | (qh << 4)
