@@ -46,7 +46,7 @@ def both(pair, seed=None, ids=PROMPTS, mask=MASK, **kwargs):
 
 def assert_scores_close(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=0)
 
 
