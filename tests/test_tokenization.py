@@ -37,26 +37,6 @@ def smol():
 
 
 @pytest.fixture(scope="module")
-def hf_smol_raw(transformers_module):
-    """transformers' own GGUF conversion, uncorrected (plain GPT-2 regex, no digit splitting)."""
-    path = smollm_gguf()
-    return transformers_module.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-
-
-@pytest.fixture(scope="module")
-def hf_smol(hf_smol_raw):
-    """The oracle: transformers' GGUF tokenizer with SmolLM2's real pre-tokenizer put back."""
-    import copy
-
-    tok = copy.deepcopy(hf_smol_raw)
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
-    return tok
-
-
-@pytest.fixture(scope="module")
 def minilm():
     return AutoTokenizer.from_pretrained("all-minilm-l6-v2")
 
