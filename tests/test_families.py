@@ -149,3 +149,54 @@ def test_family_configs_dispatch_and_keep_their_shapes(checkpoint):
     assert [window.layer_window(i) for i in range(2)] == [None, 4]
     assert Qwen2Config().sliding_window is None  # without use_sliding_window there is none
     assert MistralConfig().layer_window(0) == 4096
+
+
+def write_gguf(model, path, arch):
+    """The tiny checkpoint as an F32 GGUF file with llama.cpp's names (Qwen's q/k rows are not permuted)."""
+    import gguf
+
+    names = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output"}
+    layer_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                   "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+                   "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                   "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+                   "post_attention_layernorm": "ffn_norm"}
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        parts = name.removeprefix("model.").split(".")
+        if parts[0] == "layers":
+            module, kind = ".".join(parts[2:-1]), parts[-1]
+            gguf_name = f"blk.{parts[1]}.{layer_names[module]}.{kind}"
+        else:
+            gguf_name = f"{names[parts[0]]}.{parts[-1]}"
+        writer.add_tensor(gguf_name, tensor.float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize(("family", "tied"), [("qwen2", True), ("qwen3", False)])
+def test_qwen_gguf_loads_as_its_family(checkpoint, tmp_path, family, tied):
+    ref, _ = checkpoint(family, tied)
+    path = tmp_path / f"{family}.gguf"
+    write_gguf(ref, path, family)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name)
+    assert ours.config.model_type == family and ours.config.architectures == [f"{family.title()}ForCausalLM"]
+    assert ours.config.tie_word_embeddings == tied
+    ids = random_ids(2, 12, seed=9)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
