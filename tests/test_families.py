@@ -5,7 +5,8 @@ import pytest
 import torch
 import transformers
 
-from leanformers import AutoConfig, AutoModel, AutoModelForCausalLM, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config
+from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel,
+                         MistralConfig, Qwen2Config, Qwen3Config)
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -149,6 +150,9 @@ def test_family_configs_dispatch_and_keep_their_shapes(checkpoint):
     assert [window.layer_window(i) for i in range(2)] == [None, 4]
     assert Qwen2Config().sliding_window is None  # without use_sliding_window there is none
     assert MistralConfig().layer_window(0) == 4096
+    # read through the Llama classes, a family's config.json still builds its own config
+    assert type(LlamaConfig.from_pretrained(folder)) is Qwen3Config
+    assert type(LlamaForCausalLM.from_pretrained(checkpoint("mistral", False)[1]).config) is MistralConfig
 
 
 def write_gguf(model, path, arch):

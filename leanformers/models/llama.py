@@ -55,6 +55,13 @@ class LlamaConfig(PretrainedConfig):
         if self.rope_parameters["rope_type"] == "llama3":
             self.rope_parameters.setdefault("original_max_position_embeddings", self.max_position_embeddings)
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """Through LlamaConfig (LlamaForCausalLM.from_pretrained), a Mistral or Qwen config.json still builds its
+        own family's config, so the layers get the biases, norms and windows the checkpoint has."""
+        family = FAMILY_CONFIGS.get(config_dict.get("model_type")) if cls is LlamaConfig else None
+        return family.from_dict(config_dict, **kwargs) if family else super().from_dict(config_dict, **kwargs)
+
     # What the shared blocks read; the families below override them.
     qk_norm = False  # per-head RMSNorm on queries and keys before the rotary embedding
 
@@ -135,6 +142,9 @@ class Qwen3Config(Qwen2Config):
     @property
     def output_bias(self):
         return self.attention_bias
+
+
+FAMILY_CONFIGS = {config.model_type: config for config in (MistralConfig, Qwen2Config, Qwen3Config)}
 
 
 class LlamaAttention(nn.Module):
