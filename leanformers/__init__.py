@@ -22,7 +22,7 @@ from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, Be
 from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                           GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,
-                           LlamaForTokenClassification, LlamaModel)
+                           LlamaForTokenClassification, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config)
 from .models.outputs import (BaseModelOutput, BaseModelOutputWithPast, BaseModelOutputWithPooling,
                              BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithPast, MaskedLMOutput,
                              ModelOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,

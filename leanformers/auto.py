@@ -8,9 +8,10 @@ from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, Be
 from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                           GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,
-                           LlamaForTokenClassification, LlamaModel)
+                           LlamaForTokenClassification, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config)
 
-# model_type -> {"config": class, task: model class}; aliases share the Llama implementation.
+# model_type -> {"config": class, task: model class}; Mistral and Qwen share the Llama classes, with their own
+# configs.
 REGISTRY = {
     "llama": {"config": LlamaConfig, "base": LlamaModel, "causal-lm": LlamaForCausalLM,
               "sequence-classification": LlamaForSequenceClassification,
@@ -23,8 +24,9 @@ REGISTRY = {
              "token-classification": BertForTokenClassification, "question-answering": BertForQuestionAnswering,
              "multiple-choice": BertForMultipleChoice},
 }
-for alias in ("mistral", "qwen2", "smollm"):
-    REGISTRY[alias] = REGISTRY["llama"]
+REGISTRY["smollm"] = REGISTRY["llama"]
+for config_class in (MistralConfig, Qwen2Config, Qwen3Config):
+    REGISTRY[config_class.model_type] = {**REGISTRY["llama"], "config": config_class}
 
 
 def registry_entry(model_type, source) -> dict:
@@ -37,8 +39,6 @@ def registry_entry(model_type, source) -> dict:
 
 def config_from_dict(config_dict: dict, source="config", **kwargs):
     entry = registry_entry(config_dict.get("model_type"), source)
-    if config_dict.get("model_type") == "qwen2":
-        config_dict = {"attention_bias": True, **config_dict}
     return entry["config"].from_dict(config_dict, **kwargs)
 
 

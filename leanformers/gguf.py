@@ -31,9 +31,14 @@ GGUF_LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_k_norm": "self_attn.k_norm",
 }
 GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-SUPPORTED_GGUF_ARCHITECTURES = ("llama",)
+# GGUF architecture -> the transformers class its config names. Only llama.cpp's Llama converter permutes
+# the q/k rows; Qwen's are stored as they are.
+GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+SUPPORTED_GGUF_ARCHITECTURES = tuple(GGUF_ARCHITECTURES)
 
 
 def gguf_reader(path):
@@ -90,7 +95,7 @@ def gguf_metadata(path) -> dict:
 
 
 def gguf_config_dict(path) -> dict:
-    """A Llama config.json dict built from a GGUF file's metadata."""
+    """A config.json dict (Llama, Qwen2 or Qwen3) built from a GGUF file's metadata."""
     fields = gguf_metadata(path)
     arch = gguf_architecture(path, fields)
 
@@ -102,8 +107,8 @@ def gguf_config_dict(path) -> dict:
     tensor_names = set(fields["gguf.tensor_names"])
     tokens = fields.get("tokenizer.ggml.tokens")
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": arch,
+        "architectures": [GGUF_ARCHITECTURES[arch]],
         "vocab_size": get("vocab_size") or (len(tokens) if tokens else None),
         "hidden_size": hidden,
         "intermediate_size": get("feed_forward_length"),
@@ -115,11 +120,12 @@ def gguf_config_dict(path) -> dict:
         "rms_norm_eps": get("attention.layer_norm_rms_epsilon", 1e-6),
         "rope_theta": get("rope.freq_base", 10000.0),
         "tie_word_embeddings": "output.weight" not in tensor_names,
-        "attention_bias": "blk.0.attn_q.bias" in tensor_names,
         "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
     }
+    if arch != "qwen2":  # Qwen2 always has q/k/v biases and never an output one
+        config["attention_bias"] = "blk.0.attn_q.bias" in tensor_names
     scaling_type = get("rope.scaling.type")
     if scaling_type in ("linear", "yarn"):
         config["rope_scaling"] = {"rope_type": scaling_type, "factor": get("rope.scaling.factor")}
@@ -161,9 +167,9 @@ def dequantize_gguf(path) -> dict:
             weight = dequantize(tensor.data, tensor.tensor_type.name)
         except ValueError as err:
             raise ValueError(f"{path}: tensor {tensor.name}: {err}") from None
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
+        if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
             weight = unpermute_rows(weight, n_heads)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
+        elif arch == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
             weight = unpermute_rows(weight, n_kv_heads)
         state_dict[name] = weight.contiguous()
     return state_dict

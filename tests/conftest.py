@@ -105,6 +105,29 @@ def smollm2_gguf():
 
 
 @pytest.fixture(scope="session")
+def hf_smol_raw(smollm2_gguf):
+    """transformers' own GGUF conversion of SmolLM2's tokenizer, uncorrected (plain GPT-2 regex, no digit
+    splitting)."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="session")
+def hf_smol(hf_smol_raw):
+    """The tokenizer oracle: transformers' GGUF tokenizer with SmolLM2's real pre-tokenizer put back."""
+    import copy
+
+    from tokenizers import pre_tokenizers
+
+    tok = copy.deepcopy(hf_smol_raw)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    return tok
+
+
+@pytest.fixture(scope="session")
 def smollm2_pair(smollm2_gguf):
     """SmolLM2-135M-Instruct from the packaged GGUF, loaded by transformers and by us (fp32)."""
     import transformers

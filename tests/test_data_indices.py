@@ -65,8 +65,9 @@ def test_reads_through_the_mapping_match_datasets(pair):
     assert torch.equal(at[5:9]["tags"], bt[5:9]["tags"])
     ours_batches = list(DataLoader(at.select_columns(["id", "v"]), batch_size=16))
     theirs_batches = list(DataLoader(bt.select_columns(["id", "v"]), batch_size=16))
+    assert len(ours_batches) == len(theirs_batches) == 13
     assert all(torch.equal(x["id"], y["id"]) and torch.allclose(x["v"], y["v"])
-               for x, y in zip(ours_batches, theirs_batches)) and len(ours_batches) == len(theirs_batches) == 13
+               for x, y in zip(ours_batches, theirs_batches, strict=True))
     assert a.with_format("numpy")["v"].tolist() == list(b.with_format("numpy")["v"])
 
 

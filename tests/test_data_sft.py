@@ -24,7 +24,7 @@ def random_text(rng, n):
 
 
 def trained(ids, labels):
-    return [i for i, l in zip(ids, labels) if l != -100]
+    return [i for i, l in zip(ids, labels, strict=True) if l != -100]
 
 
 def test_completion_labels_decode_to_completion_plus_eos(tok):
@@ -70,7 +70,7 @@ def test_assistant_labels_decode_to_exactly_the_assistant_messages(tok):
         assert tok.decode(out["input_ids"]) == tok.apply_chat_template(plain, tokenize=False)
         # the trained spans, one per weighted assistant message, in order
         spans, current = [], []
-        for i, l in zip(out["input_ids"], out["labels"]):
+        for i, l in zip(out["input_ids"], out["labels"], strict=True):
             if l != -100:
                 current.append(i)
             elif current:

@@ -553,7 +553,8 @@ def test_sampling_matches_transformers_with_same_seed(hf_pair, settings):
         ids, attention_mask=mask, max_new_tokens=12, do_sample=True, return_dict_in_generate=True, output_scores=True, **settings
     )
     assert torch.equal(got.sequences, expected.sequences)
-    for a, b in zip(got.scores, expected.scores):
+    assert len(got.scores) == len(expected.scores) == got.sequences.shape[1] - ids.shape[1]
+    for a, b in zip(got.scores, expected.scores, strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -169,7 +169,7 @@ def test_gpt2_hidden_states_and_attentions_match_transformers(gpt2_checkpoint):
     assert plain.hidden_states is None and plain.attentions is None
     assert len(got.hidden_states) == len(expected.hidden_states) == 3
     assert len(got.attentions) == len(expected.attentions) == 2
-    for a, b in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+    for a, b in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 

@@ -90,7 +90,9 @@ def test_llama_incremental_decoding_with_cache_equals_full_forward(llama_checkpo
 
 
 def test_llama_hidden_states_attentions_and_logits_to_keep_match_transformers(llama_checkpoint):
-    ref, folder = llama_checkpoint("gqa")
+    _, folder = llama_checkpoint("gqa")
+    # SDPA returns no attention weights, so the oracle runs eager attention
+    ref = transformers.LlamaForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     ours = LlamaForCausalLM.from_pretrained(folder)
     ids = random_ids(2, 8, seed=4)
     with torch.no_grad():
@@ -98,9 +100,9 @@ def test_llama_hidden_states_attentions_and_logits_to_keep_match_transformers(ll
         got = ours(ids, output_hidden_states=True, output_attentions=True)
         last = ours(ids, logits_to_keep=1).logits
     assert len(got.hidden_states) == len(expected.hidden_states) == 3
-    for a, b in zip(got.hidden_states, expected.hidden_states):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    for a, b in zip(got.attentions, expected.attentions):
+    assert len(got.attentions) == len(expected.attentions) == 2
+    assert got.attentions[0].shape == (2, 4, 8, 8)
+    for a, b in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert last.shape == (2, 1, 128)
     torch.testing.assert_close(last[:, 0], expected.logits[:, -1], atol=1e-4, rtol=0)

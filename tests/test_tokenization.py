@@ -37,26 +37,6 @@ def smol():
 
 
 @pytest.fixture(scope="module")
-def hf_smol_raw(transformers_module):
-    """transformers' own GGUF conversion, uncorrected (plain GPT-2 regex, no digit splitting)."""
-    path = smollm_gguf()
-    return transformers_module.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-
-
-@pytest.fixture(scope="module")
-def hf_smol(hf_smol_raw):
-    """The oracle: transformers' GGUF tokenizer with SmolLM2's real pre-tokenizer put back."""
-    import copy
-
-    tok = copy.deepcopy(hf_smol_raw)
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
-    return tok
-
-
-@pytest.fixture(scope="module")
 def minilm():
     return AutoTokenizer.from_pretrained("all-minilm-l6-v2")
 
@@ -146,7 +126,7 @@ def test_smollm2_ids_match_corrected_transformers_on_1mb_corpus(smol, hf_smol, c
     ours = smol(corpus)["input_ids"]
     theirs = hf_smol(corpus)["input_ids"]
     assert len(ours) == len(theirs) == len(corpus)
-    mismatched = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    mismatched = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
     assert not mismatched, f"{len(mismatched)} chunks differ, first: {corpus[mismatched[0]]!r}"
 
 
@@ -168,7 +148,7 @@ def test_smollm2_digits_split_where_uncorrected_transformers_does_not(smol, hf_s
     digit_chunks = [c for c in corpus if any(ch.isdigit() for ch in c)]
     ours = smol(digit_chunks)["input_ids"]
     raw = hf_smol_raw(digit_chunks)["input_ids"]
-    differing = sum(a != b for a, b in zip(ours, raw)) / len(digit_chunks)
+    differing = sum(a != b for a, b in zip(ours, raw, strict=True)) / len(digit_chunks)
     assert differing > 0.05, f"only {differing:.1%} of chunks with digits differ"
 
 
@@ -602,7 +582,7 @@ def assert_same_encoding(ours, theirs, where):
             assert tuple(ours[key].shape) == tuple(theirs[key].shape), (where, key)
         assert as_plain(ours[key]) == as_plain(theirs[key]), (where, key)
     assert len(ours.encodings) == len(theirs.encodings), where
-    for i, (a, b) in enumerate(zip(ours.encodings, theirs.encodings)):
+    for i, (a, b) in enumerate(zip(ours.encodings, theirs.encodings, strict=True)):
         assert ours.tokens(i) == theirs.tokens(i), (where, i)
         assert ours.word_ids(i) == theirs.word_ids(i), (where, i)
         assert ours.sequence_ids(i) == theirs.sequence_ids(i), (where, i)
@@ -779,13 +759,13 @@ def test_smollm2_assistant_mask_covers_exactly_the_replies(smol):
             expected.append((at, at + len(message["content"]) + len("<|im_end|>")))
             start = expected[-1][1]
     masked_chars = set()
-    for (a, b), m in zip(out["offset_mapping"], out["assistant_masks"]):
+    for (a, b), m in zip(out["offset_mapping"], out["assistant_masks"], strict=True):
         inside = any(s <= a and b <= e for s, e in expected)
         assert m == int(inside), (text[a:b], m)
         if m:
             masked_chars.update(range(a, b))
     assert masked_chars == {c for s, e in expected for c in range(s, e)}
-    masked = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    masked = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
     assert smol.decode(masked) == "Paris.<|im_end|>144, which is 12².<|im_end|>assistant = 助手 🤖<|im_end|>"
     assert masked.count(smol.eos_token_id) == 3  # EOS is learned, not masked away
 
@@ -825,7 +805,7 @@ def test_generation_block_mask_matches_transformers(smol, hf_smol):
         assert dict(ours) == dict(theirs)
     # on the stock template transformers' mask is all zeros; ours finds the same replies as the markers do
     def masked_ids(out):
-        return [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+        return [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
 
     stock = masked_ids(smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True))
     marked = masked_ids(smol.apply_chat_template(THREE_TURNS, return_assistant_tokens_mask=True,

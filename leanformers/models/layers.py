@@ -355,15 +355,27 @@ def apply_rotary(x, cos, signed_sin):
 # -- masks ------------------------------------------------------------------------------
 
 
-def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool = True, device=None):
+def build_attention_mask(attention_mask, q_len: int, kv_len: int, causal: bool = True, device=None,
+                         sliding_window: int | None = None):
     """Boolean mask (B, 1, q_len, kv_len), True where a query may attend, or None when
     SDPA can be told `is_causal` (no padding, no past) or needs no mask at all.
 
     attention_mask (B, kv_len) marks real tokens with 1. Query i sits at key
     position kv_len - q_len + i. A query whose keys are all masked (a pad
     position in a left-padded row, an all-padding row) gets a zero output from
-    SDPA (torch >= 2.5), as in transformers, not NaN.
+    SDPA (torch >= 2.5), as in transformers, not NaN. With a sliding_window, a
+    query at position q sees only the keys at positions q - sliding_window + 1 .. q
+    (positions in the cache, padding included, as transformers counts them).
     """
+    keep = build_attention_mask(attention_mask, q_len, kv_len, causal, device) if sliding_window else None
+    if sliding_window and kv_len > sliding_window and not (attention_mask is not None and attention_mask.dim() == 4):
+        device = device or attention_mask.device
+        q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+        k_pos = torch.arange(kv_len, device=device)[None, :]
+        window = (k_pos <= q_pos) & (k_pos > q_pos - sliding_window)  # (q, kv)
+        return window[None, None] if keep is None else keep & window
+    if sliding_window:
+        return keep
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask.bool()
     if attention_mask is not None and q_len > 1 and bool(attention_mask.all()):

@@ -1,4 +1,8 @@
-"""Llama family: Llama, SmolLM, Mistral, and Qwen2-style attention biases, through the config.
+"""Llama family: Llama, SmolLM, Mistral, Qwen2/2.5 and Qwen3, through the config.
+
+The families differ only in what the config tells the shared blocks: biases on the q/k/v and output
+projections, per-head RMSNorm on queries and keys (Qwen3), and a sliding attention window per layer
+(Mistral; Qwen2/3 when use_sliding_window is set).
 
 Reads top to bottom: config, blocks (attention, MLP, decoder layer), base model, heads.
 Parameter names are the Hugging Face checkpoint names.
@@ -40,16 +44,38 @@ class LlamaConfig(PretrainedConfig):
     def __post_init__(self):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None:
+        if self.head_dim is None:  # an explicit head_dim (Qwen3) need not divide hidden_size
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                                 f"({self.num_attention_heads})")
             self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
-                             f"({self.num_attention_heads})")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
                              f"num_key_value_heads ({self.num_key_value_heads})")
         if self.rope_parameters["rope_type"] == "llama3":
             self.rope_parameters.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """Through LlamaConfig (LlamaForCausalLM.from_pretrained), a Mistral or Qwen config.json still builds its
+        own family's config, so the layers get the biases, norms and windows the checkpoint has."""
+        family = FAMILY_CONFIGS.get(config_dict.get("model_type")) if cls is LlamaConfig else None
+        return family.from_dict(config_dict, **kwargs) if family else super().from_dict(config_dict, **kwargs)
+
+    # What the shared blocks read; the families below override them.
+    qk_norm = False  # per-head RMSNorm on queries and keys before the rotary embedding
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias
+
+    @property
+    def output_bias(self) -> bool:
+        return self.attention_bias
+
+    def layer_window(self, layer_idx: int) -> int | None:
+        """The sliding attention window of a layer, or None where it attends to every earlier token."""
+        return None
 
     @property
     def rope_theta(self):
@@ -60,6 +86,67 @@ class LlamaConfig(PretrainedConfig):
         return None if self.rope_parameters["rope_type"] == "default" else self.rope_parameters
 
 
+def sliding_layer_types(config) -> list:
+    """Qwen2/3's layer_types: with use_sliding_window, the layers from max_window_layers on slide."""
+    return ["sliding_attention" if config.sliding_window is not None and i >= config.max_window_layers
+            else "full_attention" for i in range(config.num_hidden_layers)]
+
+
+class MistralConfig(LlamaConfig):
+    """Llama with a sliding attention window on every layer (None: full attention)."""
+
+    model_type = "mistral"
+    defaults = dict(
+        {k: v for k, v in LlamaConfig.defaults.items() if k not in ("pretraining_tp", "attention_bias", "mlp_bias")},
+        intermediate_size=14336, num_key_value_heads=8, max_position_embeddings=4096 * 32, sliding_window=4096,
+    )
+    qkv_bias = output_bias = False
+
+    def layer_window(self, layer_idx):
+        return self.sliding_window
+
+
+class Qwen2Config(LlamaConfig):
+    """Biases on q/k/v but none on the output projection; a sliding window only with use_sliding_window."""
+
+    model_type = "qwen2"
+    defaults = dict(
+        MistralConfig.defaults,
+        vocab_size=151936, intermediate_size=22016, num_key_value_heads=32, max_position_embeddings=32768,
+        bos_token_id=None, eos_token_id=None, use_sliding_window=False, max_window_layers=28, layer_types=None,
+    )
+    qkv_bias, output_bias = True, False
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.sliding_window = self.sliding_window if self.use_sliding_window else None
+        if self.layer_types is None:
+            self.layer_types = sliding_layer_types(self)
+
+    def layer_window(self, layer_idx):
+        return self.sliding_window if self.layer_types[layer_idx] == "sliding_attention" else None
+
+
+class Qwen3Config(Qwen2Config):
+    """Qwen2 without the q/k/v biases (attention_bias sets all four), with RMSNorm per head on queries and
+    keys, and a head_dim of its own."""
+
+    model_type = "qwen3"
+    defaults = dict(Qwen2Config.defaults, head_dim=128, attention_bias=False)
+    qk_norm = True
+
+    @property
+    def qkv_bias(self):
+        return self.attention_bias
+
+    @property
+    def output_bias(self):
+        return self.attention_bias
+
+
+FAMILY_CONFIGS = {config.model_type: config for config in (MistralConfig, Qwen2Config, Qwen3Config)}
+
+
 class LlamaAttention(nn.Module):
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
@@ -68,17 +155,24 @@ class LlamaAttention(nn.Module):
         self.n_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         self.dropout = config.attention_dropout
-        bias = config.attention_bias
+        bias = config.qkv_bias
         self.q_proj = Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
         self.k_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = Linear(self.n_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, cache, output_attentions=False):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q = apply_rotary(self.q_proj(x).view(B, T, H, D), cos, sin).transpose(1, 2)  # (B, H, T, D)
-        k = apply_rotary(self.k_proj(x).view(B, T, Hkv, D), cos, sin).transpose(1, 2)  # (B, Hkv, T, D)
+        q = self.q_proj(x).view(B, T, H, D)
+        k = self.k_proj(x).view(B, T, Hkv, D)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rotary(q, cos, sin).transpose(1, 2)  # (B, H, T, D)
+        k = apply_rotary(k, cos, sin).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         out, weights = cached_attention(q, k, v, mask, cache, self.layer_idx, output_attentions,
                                         dropout=self.dropout if self.training else 0.0)  # (B, T, H * D)
@@ -88,9 +182,10 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
-        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        bias = getattr(config, "mlp_bias", False)  # a Llama key; the other families have no MLP biases
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=bias)
         self.act = get_activation(config.hidden_act)
 
     def forward(self, x):
@@ -100,6 +195,7 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
+        self.sliding_window = config.layer_window(layer_idx)
         self.self_attn = LlamaAttention(config, layer_idx)
         self.mlp = LlamaMLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -139,10 +235,13 @@ class LlamaModel(LlamaPreTrainedModel):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         T = inputs_embeds.shape[1]
-        mask = build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device)
+        masks = {window: build_attention_mask(attention_mask, T, past + T, causal=True, device=inputs_embeds.device,
+                                              sliding_window=window)
+                 for window in {layer.sliding_window for layer in self.layers}}
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
-        return run_decoder_layers(self, self.layers, inputs_embeds, self.norm, cache, output_hidden_states,
-                                  output_attentions, lambda layer, x: layer(x, cos, sin, mask, cache, output_attentions))
+        return run_decoder_layers(
+            self, self.layers, inputs_embeds, self.norm, cache, output_hidden_states, output_attentions,
+            lambda layer, x: layer(x, cos, sin, masks[layer.sliding_window], cache, output_attentions))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):

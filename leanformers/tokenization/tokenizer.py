@@ -62,6 +62,14 @@ def to_plain_list(value):
     return value
 
 
+def tensor_type_of(ids) -> str | None:
+    """"pt" or "np" when ids (one row, or a batch of rows) are torch tensors or numpy arrays, else None."""
+    first = ids[0] if len(ids) else None
+    if isinstance(first, (list, tuple)):
+        first = next((row[0] for row in ids if len(row)), None)
+    return {"torch": "pt", "numpy": "np"}.get(type(first).__module__.split(".")[0])
+
+
 class PreTrainedTokenizer:
     """A fast tokenizer: a `tokenizers.Tokenizer` plus the settings transformers keeps beside it."""
 
@@ -516,11 +524,12 @@ class PreTrainedTokenizer:
         if isinstance(encoded_inputs, (list, tuple)):
             if not encoded_inputs or not isinstance(encoded_inputs[0], dict):
                 raise TypeError("pad takes a dict of lists or a list of dicts with 'input_ids'")
-            encoded_inputs = {key: [to_plain_list(f[key]) for f in encoded_inputs] for key in encoded_inputs[0]}
-        else:
-            encoded_inputs = {key: to_plain_list(value) for key, value in encoded_inputs.items()}
+            encoded_inputs = {key: [f[key] for f in encoded_inputs] for key in encoded_inputs[0]}
         if "input_ids" not in encoded_inputs:
             raise ValueError(f"pad needs 'input_ids'; got {list(encoded_inputs)}")
+        if return_tensors is None:  # ids given as tensors (or arrays) come back as tensors (arrays)
+            return_tensors = tensor_type_of(encoded_inputs["input_ids"])
+        encoded_inputs = {key: to_plain_list(value) for key, value in encoded_inputs.items()}
         single = bool(encoded_inputs["input_ids"]) and isinstance(encoded_inputs["input_ids"][0], int)
         if single:
             encoded_inputs = {key: [value] for key, value in encoded_inputs.items()}
@@ -547,7 +556,7 @@ class PreTrainedTokenizer:
             for key, value in fill.items():
                 if key in encoded_inputs:
                     encoded_inputs[key] = [pad_row(row, target, value, side) for row in encoded_inputs[key]]
-        if single and return_tensors is None:
+        if single:  # one example stays one example, tensors included
             encoded_inputs = {key: value[0] for key, value in encoded_inputs.items()}
         return BatchEncoding(encoded_inputs, tensor_type=return_tensors)
 
