@@ -160,7 +160,8 @@ class LlamaAttention(nn.Module):
         self.k_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.output_bias)
-        if config.qk_norm:
+        self.qk_norm = config.qk_norm  # a plain attribute: hasattr on a module costs an exception per decode step
+        if self.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
@@ -169,7 +170,7 @@ class LlamaAttention(nn.Module):
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(x).view(B, T, H, D)
         k = self.k_proj(x).view(B, T, Hkv, D)
-        if hasattr(self, "q_norm"):
+        if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rotary(q, cos, sin).transpose(1, 2)  # (B, H, T, D)
         k = apply_rotary(k, cos, sin).transpose(1, 2)  # (B, Hkv, T, D)
