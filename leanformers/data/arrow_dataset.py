@@ -626,14 +626,14 @@ class Dataset:
         if sorted(features) != sorted(self.column_names):
             raise ValueError(f"the columns in features ({list(features)}) must be the dataset's columns "
                              f"({self.column_names}); use cast_column to change one")
-        table = self._data
+        table, current = self._data, self.features  # (features are derived from the schema on each read)
         for index, name in enumerate(table.column_names):
-            if features[name] == self.features[name]:
+            if features[name] == current[name]:
                 continue
             try:
                 table = table.set_column(index, name, cast_array(table.column(name), features[name]))
             except (ValueError, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError) as err:
-                raise ValueError(f"cannot cast column {name!r} from {self.features[name]} to {features[name]}: "
+                raise ValueError(f"cannot cast column {name!r} from {current[name]} to {features[name]}: "
                                  f"{err}") from None
         table = with_features(table.select(list(features)), features)  # in the order of `features`, as datasets
         return self._new(table, combine(self._fingerprint, "cast", json.dumps(features.to_dict())),
@@ -642,15 +642,16 @@ class Dataset:
     def class_encode_column(self, column: str, include_nulls: bool = False) -> "Dataset":
         """A column of values replaced by ClassLabel ids, the names being its sorted distinct values as text."""
         self._check_columns([column])
-        if not isinstance(self.features[column], Value):
-            raise ValueError(f"class_encode_column takes a Value column; {column!r} is {self.features[column]}")
+        features = self.features
+        if not isinstance(features[column], Value):
+            raise ValueError(f"class_encode_column takes a Value column; {column!r} is {features[column]}")
         values = [v for v in self.unique(column) if include_nulls or v is not None]
         label = ClassLabel(names=sorted(str(v) for v in values))
         ids = pa.array([label.str2int(str(v)) for v in values], pa.int64())
         known = pa.array(values, self._data.column(column).type)
         encoded = pc.take(ids, pc.index_in(self._data.column(column), value_set=known))
         index = self.column_names.index(column)
-        table = with_features(self._data.set_column(index, column, encoded), {**self.features, column: label})
+        table = with_features(self._data.set_column(index, column, encoded), {**features, column: label})
         return self._new(table, combine(self._fingerprint, "class_encode_column", column, include_nulls),
                          indices=self._indices)
 
