@@ -134,14 +134,7 @@ class Qwen3Config(Qwen2Config):
     model_type = "qwen3"
     defaults = dict(Qwen2Config.defaults, head_dim=128, attention_bias=False)
     qk_norm = True
-
-    @property
-    def qkv_bias(self):
-        return self.attention_bias
-
-    @property
-    def output_bias(self):
-        return self.attention_bias
+    qkv_bias, output_bias = LlamaConfig.qkv_bias, LlamaConfig.output_bias  # Llama's: both follow attention_bias
 
 
 FAMILY_CONFIGS = {config.model_type: config for config in (MistralConfig, Qwen2Config, Qwen3Config)}
