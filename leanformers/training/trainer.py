@@ -11,6 +11,7 @@ Data order is a function of (seed, epoch) alone: resuming rebuilds the epoch's b
 skips the ones already trained on, without loading or collating them again.
 """
 
+import atexit
 import math
 import signal
 import sys
@@ -38,6 +39,11 @@ from .optimization import get_scheduler, parameter_groups, set_seed
 from .reports import RunReports
 
 NOT_PREDICTIONS = ("loss", "cache", "past_key_values", "hidden_states", "attentions")
+
+
+def destroy_process_group():
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class TrainOutput(NamedTuple):
@@ -100,6 +106,10 @@ class Trainer:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # A process that exits with the group alive can abort (SIGABRT) in interpreter teardown, while
+            # gloo's worker threads still hold tensors; transformers' users under torchrun never call
+            # destroy_process_group themselves, so the Trainer that made the group ends it.
+            atexit.register(destroy_process_group)
 
     def autocast(self):
         if self.args.bf16 or self.args.fp16:
