@@ -32,6 +32,13 @@ def apply_repetition_penalty(logits, input_ids, penalty: float, ignore_before=No
     return torch.where(seen[:, :vocab_size], penalized, logits)
 
 
+def apply_presence_frequency_penalty(logits, generated_ids, presence: float, frequency: float):
+    """OpenAI's penalties: each token's score minus `frequency` times the number of times it was generated
+    and minus `presence` once if it was generated at all. generated_ids (B, T) long (T may be 0)."""
+    counts = torch.zeros_like(logits).scatter_add_(1, generated_ids, torch.ones_like(generated_ids, dtype=logits.dtype))
+    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+
+
 def apply_no_repeat_ngram(logits, input_ids, ngram_size: int):
     """Forbid any token that would complete an n-gram already present in the row."""
     length = input_ids.shape[1]
