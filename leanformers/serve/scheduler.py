@@ -1,0 +1,178 @@
+"""The scheduler: one thread owns the model and steps every running sequence as one batch.
+
+Requests put their sequences in a waiting queue. Before each decode step the scheduler admits as many as
+fit in `max_batch` rows: each is prefilled alone (its prompt through the model with a fresh KVCache, the
+same computation generate() does for one prompt, which also picks its first token), and its cache is
+stacked into the running batch's, aligned at the last position. So rows are left-padded: each row has its
+own positions, and an attention mask hides its padding. One decode step then runs every row, and each
+sequence picks its next token from its own row of logits. A sequence that is done, or whose client has
+gone, leaves the batch before the next step without disturbing the others, and the positions no row uses
+any more are dropped from the front, so the cache holds only the tokens in use.
+
+A failure in one sequence (its sampling, its text, its receiver) ends that sequence with an error; a
+failed forward ends the sequences it was running; the thread itself keeps serving.
+"""
+
+import threading
+from collections import deque
+
+import torch
+
+from ..generation import KVCache
+from .sequence import Sequence, Update
+
+
+class QueueFull(Exception):
+    """The waiting queue has no room for a request's sequences: try again later."""
+
+
+def end_with_error(sequence: Sequence, error: Exception | str):
+    sequence.done = True
+    try:
+        sequence.deliver(Update(sequence.index, error=str(error) or type(error).__name__))
+    except Exception:  # the receiver is what failed (its event loop closed): nobody is left to tell
+        pass
+
+
+class Scheduler:
+    def __init__(self, model, max_batch: int = 8, max_waiting: int = 256):
+        self.model = model
+        self.max_batch, self.max_waiting = max_batch, max_waiting
+        self.waiting: deque[Sequence] = deque()
+        self.condition = threading.Condition()
+        self.rows: list[Sequence] = []  # the running batch, in cache row order
+        self.cache: KVCache | None = None
+        self.mask: torch.Tensor | None = None  # (rows, cached positions) long: 1 where a row holds a token
+        self.padded = False  # whether the mask hides anything (without padding the model needs no mask)
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    # -- the requests' side (any thread) ------------------------------------------------------------
+    def submit(self, sequences: list[Sequence]):
+        """Queue sequences to run; QueueFull when the waiting queue cannot take them all."""
+        with self.condition:
+            if self.stopping:
+                raise QueueFull("the server is shutting down")
+            if len(self.waiting) + len(sequences) > self.max_waiting:
+                raise QueueFull(f"{len(self.waiting)} sequences are waiting already (at most {self.max_waiting})")
+            self.waiting.extend(sequences)
+            self.condition.notify()
+
+    def counts(self) -> dict:
+        return {"running": len(self.rows), "waiting": len(self.waiting)}
+
+    def start(self):
+        self.thread = threading.Thread(target=self.run, name="leanformers-scheduler", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0):
+        """Stop after the current step; sequences still waiting or running end with an error."""
+        with self.condition:
+            self.stopping = True
+            self.condition.notify()
+        if self.thread is not None:
+            self.thread.join(timeout)
+        for sequence in [*self.waiting, *self.rows]:
+            end_with_error(sequence, "the server is shutting down")
+        self.waiting.clear()
+
+    # -- the scheduler's thread ---------------------------------------------------------------------
+    def run(self):
+        while self.cycle():
+            pass
+
+    @torch.no_grad()
+    def cycle(self) -> bool:
+        """One round: drop the rows that are done, admit waiting sequences, run one decode step. Waits while
+        there is nothing to do; returns False once the scheduler is stopping."""
+        self.leave()
+        joining = self.next_waiting()
+        if joining is None:
+            return False
+        self.admit(joining)
+        if self.rows:
+            self.step()
+        return True
+
+    def next_waiting(self) -> list[Sequence] | None:
+        """The waiting sequences that fit in the batch (waits while there is nothing to do); None to stop."""
+        with self.condition:
+            while not (self.stopping or self.waiting or self.rows):
+                self.condition.wait()
+            if self.stopping:
+                return None
+            joining = []
+            while self.waiting and len(self.rows) + len(joining) < self.max_batch:
+                sequence = self.waiting.popleft()
+                if not sequence.cancelled:
+                    joining.append(sequence)
+            return joining
+
+    def prefill(self, sequence: Sequence) -> KVCache | None:
+        """Run the prompt and pick the first token; the sequence's cache, or None when it is already done."""
+        try:
+            out = self.model(input_ids=sequence.ids[:, : sequence.length], past_key_values=KVCache(), use_cache=True,
+                             logits_to_keep=0 if sequence.params.prompt_logprobs else 1)
+            if sequence.params.prompt_logprobs:
+                sequence.record_prompt_logprobs(out.logits)
+            done = sequence.advance(out.logits[:, -1].float())
+        except Exception as err:
+            end_with_error(sequence, err)
+            return None
+        return None if done else out.past_key_values
+
+    def admit(self, sequences: list[Sequence]):
+        """Prefill the sequences and add the ones that go on to the running batch."""
+        joined = [(sequence, cache) for sequence in sequences if (cache := self.prefill(sequence)) is not None]
+        if not joined:
+            return
+        old_rows = len(self.rows)
+        self.cache = KVCache.stack_rows(([self.cache] if old_rows else []) + [cache for _, cache in joined])
+        length = self.cache.get_seq_length()
+        mask = torch.zeros(old_rows + len(joined), length, dtype=torch.long)
+        if old_rows:
+            mask[:old_rows, length - self.mask.shape[1] :] = self.mask
+        for row, (sequence, cache) in enumerate(joined, start=old_rows):
+            mask[row, length - cache.get_seq_length() :] = 1
+            self.rows.append(sequence)
+        self.mask = mask
+        self.padded = not bool(mask.all())
+
+    def step(self):
+        """One decode step for every row: each row's last token in, each sequence's next token out."""
+        batch = len(self.rows)
+        tokens = torch.tensor([[sequence.last_token] for sequence in self.rows])  # (B, 1)
+        positions = torch.tensor([[sequence.length - 1] for sequence in self.rows])  # (B, 1): padding not counted
+        mask = torch.cat([self.mask, self.mask.new_ones(batch, 1)], dim=1)
+        try:
+            out = self.model(input_ids=tokens, attention_mask=mask if self.padded else None, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        except Exception as err:
+            for sequence in self.rows:
+                end_with_error(sequence, err)
+            return
+        self.mask = mask
+        logits = out.logits[:, -1].float()  # (B, V)
+        for row, sequence in enumerate(self.rows):
+            try:
+                sequence.advance(logits[row : row + 1])
+            except Exception as err:
+                end_with_error(sequence, err)
+
+    def leave(self):
+        """Drop the rows that are done or cancelled, and the leading positions no remaining row uses."""
+        keep = [row for row, sequence in enumerate(self.rows) if not (sequence.done or sequence.cancelled)]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.cache, self.mask, self.padded = [], None, None, False
+            return
+        index = torch.tensor(keep)
+        self.rows = [self.rows[row] for row in keep]
+        self.cache.reorder(index)
+        self.mask = self.mask[index]
+        unused = int(self.mask.any(0).long().argmax())  # the first position some row uses
+        if unused:
+            self.cache.drop_front(unused)
+            self.mask = self.mask[:, unused:]
+        self.padded = not bool(self.mask.all())
