@@ -1,4 +1,4 @@
-"""The `leanformers` command: chat, generate, convert, train, eval, pipeline.
+"""The `leanformers` command: chat, generate, convert, train, eval, pipeline, serve.
 
     leanformers chat [--model M] [--system TEXT] [--max-new-tokens N] [--temperature T]
     leanformers generate --prompt TEXT [--model M] [--max-new-tokens N] [--temperature T]
@@ -8,9 +8,12 @@
     leanformers eval --data FILE [--model M] [--format text|prompt-completion|messages] [--max-length N]
     leanformers pipeline TASK [--model M] [--batch-size N] [--top-k K] [--max-new-tokens N] [--temperature T]
                          [--candidate-labels A,B] [--multi-label] [INPUT ... | -]
+    leanformers serve [--model M] [--host 127.0.0.1] [--port 8000] [--max-batch 8] [--max-tokens-limit N]
+                      [--api-key KEY] [--embedding-model M] [--max-queue N]
 """
 
 import argparse
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -268,6 +271,17 @@ def run_pipeline(args):
     return 0
 
 
+def serve(args):
+    """An OpenAI-compatible HTTP server until Ctrl-C or SIGTERM (the `serve` extra brings FastAPI and uvicorn)."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"leanformers serve needs {' and '.join(missing)}: pip install 'leanformers[serve]'")
+    from .serve.server import run_server
+
+    return run_server(args.model, args.host, args.port, args.max_batch, args.max_tokens_limit, args.api_key,
+                      args.embedding_model if args.embedding_model != "none" else None, args.max_queue)
+
+
 def add_sampling_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -347,6 +361,19 @@ def build_parser():
     pipe_parser.add_argument("--multi-label", action="store_true", default=argparse.SUPPRESS,
                              help="zero-shot-classification: score each label on its own")
     pipe_parser.set_defaults(run=run_pipeline)
+    serve_parser = commands.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, embeddings)")
+    serve_parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="folder, .gguf file, hub id or bundled name")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (the ready line names it)")
+    serve_parser.add_argument("--max-batch", type=positive_int, default=8, help="sequences decoded together")
+    serve_parser.add_argument("--max-tokens-limit", type=positive_int, default=None,
+                              help="the most new tokens a request may ask for (default: the model's context)")
+    serve_parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/")
+    serve_parser.add_argument("--embedding-model", default="all-minilm-l6-v2",
+                              help="the model behind /v1/embeddings, or none")
+    serve_parser.add_argument("--max-queue", type=positive_int, default=256,
+                              help="sequences that may wait for a row; more are answered 503 with Retry-After")
+    serve_parser.set_defaults(run=serve)
     return parser
 
 

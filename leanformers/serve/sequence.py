@@ -141,7 +141,8 @@ class Sequence:
         scores = self.processors(self.ids[:, : self.length], logits) if self.processors else logits
         token = int(sample_next_token(scores, self.generator)[0] if self.sampling else scores[0].argmax())
         if self.params.logprobs is not None:
-            self.pending_logprobs.append(token_logprob(torch.log_softmax(logits[0], dim=-1), token, self.params.logprobs))
+            logprobs = torch.log_softmax(logits[0], dim=-1)
+            self.pending_logprobs.append(token_logprob(logprobs, token, self.params.logprobs))
         self.ids[0, self.length] = token
         self.length += 1
         finish_reason = None
