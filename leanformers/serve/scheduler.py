@@ -1,11 +1,12 @@
 """The scheduler: one thread owns the model and steps every running sequence as one batch.
 
 Requests put their sequences in a waiting queue. Before each decode step the scheduler admits as many as
-fit in `max_batch` rows: each is prefilled alone (its prompt through the model with a fresh KVCache, the
-same computation generate() does for one prompt, which also picks its first token), and its cache is
-stacked into the running batch's, aligned at the last position. So rows are left-padded: each row has its
-own positions, and an attention mask hides its padding. One decode step then runs every row, and each
-sequence picks its next token from its own row of logits. A sequence that is done, or whose client has
+fit in `max_batch` rows: their prompts go through the model together, left-padded, with a fresh KVCache
+(a prompt alone is exactly what generate() computes for it), which also picks each one's first token; a
+sequence that wants its prompt's log-probabilities is prefilled alone, as it keeps the logits of every
+position. The new cache rows are stacked into the running batch's, aligned at the last position. So rows
+are left-padded: each row has its own positions, and an attention mask hides its padding. One decode step
+then runs every row, and each sequence picks its next token from its own row of logits. A sequence that is done, or whose client has
 gone, leaves the batch before the next step without disturbing the others, and the positions no row uses
 any more are dropped from the front, so the cache holds only the tokens in use.
 
@@ -17,6 +18,7 @@ import threading
 from collections import deque
 
 import torch
+import torch.nn.functional as F
 
 from ..generation import KVCache
 from .sequence import Sequence, Update
@@ -32,6 +34,20 @@ def end_with_error(sequence: Sequence, error: Exception | str):
         sequence.deliver(Update(sequence.index, error=str(error) or type(error).__name__))
     except Exception:  # the receiver is what failed (its event loop closed): nobody is left to tell
         pass
+
+
+def select_rows(cache: KVCache, mask, rows: list[int]):
+    """Keep `rows` of a cache and of its mask (rows, positions), drop the leading positions none of them
+    uses; returns the mask."""
+    if len(rows) < mask.shape[0]:
+        index = torch.tensor(rows)
+        cache.reorder(index)
+        mask = mask[index]
+    unused = int(mask.any(0).long().argmax())  # the first position some row uses
+    if unused:
+        cache.drop_front(unused)
+        mask = mask[:, unused:]
+    return mask
 
 
 class Scheduler:
@@ -108,35 +124,52 @@ class Scheduler:
                     joining.append(sequence)
             return joining
 
-    def prefill(self, sequence: Sequence) -> KVCache | None:
-        """Run the prompt and pick the first token; the sequence's cache, or None when it is already done."""
+    def prefill(self, sequences: list[Sequence]):
+        """Run the prompts as one left-padded batch and pick each one's first token. Returns the sequences
+        that go on, with their rows of the new cache and their mask; None when none goes on."""
+        width = max(sequence.length for sequence in sequences)
+        ids = torch.zeros(len(sequences), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, sequence in enumerate(sequences):
+            ids[row, width - sequence.length :] = sequence.ids[0, : sequence.length]
+            mask[row, width - sequence.length :] = 1
+        echo = any(sequence.params.prompt_logprobs for sequence in sequences)
         try:
-            out = self.model(input_ids=sequence.ids[:, : sequence.length], past_key_values=KVCache(), use_cache=True,
-                             logits_to_keep=0 if sequence.params.prompt_logprobs else 1)
-            if sequence.params.prompt_logprobs:
-                sequence.record_prompt_logprobs(out.logits)
-            done = sequence.advance(out.logits[:, -1].float())
+            out = self.model(input_ids=ids, attention_mask=None if bool(mask.all()) else mask,
+                             past_key_values=KVCache(), use_cache=True, logits_to_keep=0 if echo else 1)
         except Exception as err:
-            end_with_error(sequence, err)
+            for sequence in sequences:
+                end_with_error(sequence, err)
             return None
-        return None if done else out.past_key_values
+        going_on = []
+        for row, sequence in enumerate(sequences):
+            try:
+                if sequence.params.prompt_logprobs:
+                    sequence.record_prompt_logprobs(out.logits[row : row + 1, width - sequence.length :])
+                if not sequence.advance(out.logits[row : row + 1, -1].float()):
+                    going_on.append(row)
+            except Exception as err:
+                end_with_error(sequence, err)
+        if not going_on:
+            return None
+        cache = out.past_key_values
+        return [sequences[row] for row in going_on], cache, select_rows(cache, mask, going_on)
 
     def admit(self, sequences: list[Sequence]):
         """Prefill the sequences and add the ones that go on to the running batch."""
-        joined = [(sequence, cache) for sequence in sequences if (cache := self.prefill(sequence)) is not None]
-        if not joined:
+        echoing = [sequence for sequence in sequences if sequence.params.prompt_logprobs]
+        others = [sequence for sequence in sequences if not sequence.params.prompt_logprobs]
+        groups = [[sequence] for sequence in echoing] + ([others] if others else [])
+        parts = [part for group in groups if (part := self.prefill(group)) is not None]
+        if not parts:
             return
-        old_rows = len(self.rows)
-        self.cache = KVCache.stack_rows(([self.cache] if old_rows else []) + [cache for _, cache in joined])
+        if self.rows:
+            parts.insert(0, (self.rows, self.cache, self.mask))
+        self.cache = KVCache.stack_rows([cache for _, cache, _ in parts])
         length = self.cache.get_seq_length()
-        mask = torch.zeros(old_rows + len(joined), length, dtype=torch.long)
-        if old_rows:
-            mask[:old_rows, length - self.mask.shape[1] :] = self.mask
-        for row, (sequence, cache) in enumerate(joined, start=old_rows):
-            mask[row, length - cache.get_seq_length() :] = 1
-            self.rows.append(sequence)
-        self.mask = mask
-        self.padded = not bool(mask.all())
+        self.mask = torch.cat([F.pad(mask, (length - mask.shape[1], 0)) for _, _, mask in parts])
+        self.rows = [sequence for rows, _, _ in parts for sequence in rows]
+        self.padded = not bool(self.mask.all())
 
     def step(self):
         """One decode step for every row: each row's last token in, each sequence's next token out."""
@@ -167,12 +200,6 @@ class Scheduler:
         if not keep:
             self.rows, self.cache, self.mask, self.padded = [], None, None, False
             return
-        index = torch.tensor(keep)
         self.rows = [self.rows[row] for row in keep]
-        self.cache.reorder(index)
-        self.mask = self.mask[index]
-        unused = int(self.mask.any(0).long().argmax())  # the first position some row uses
-        if unused:
-            self.cache.drop_front(unused)
-            self.mask = self.mask[:, unused:]
+        self.mask = select_rows(self.cache, self.mask, keep)
         self.padded = not bool(self.mask.all())
