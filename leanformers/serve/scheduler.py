@@ -89,7 +89,8 @@ class Scheduler:
         if self.thread is not None:
             self.thread.join(timeout)
         for sequence in [*self.waiting, *self.rows]:
-            end_with_error(sequence, "the server is shutting down")
+            if not sequence.done:
+                end_with_error(sequence, "the server is shutting down")
         self.waiting.clear()
 
     # -- the scheduler's thread ---------------------------------------------------------------------
