@@ -148,3 +148,15 @@ def test_eval_bad_input_is_a_clear_error(tmp_path):
     result = run_cli("eval", "--data", str(tmp_path / "pc.jsonl"), "--max-length", "0")
     assert result.returncode == 2 and "--max-length: must be at least 1, got 0" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "pc.jsonl"]  # nothing written
+
+
+def test_serve_names_the_extra_to_install_when_fastapi_is_missing(monkeypatch):
+    import importlib.util
+
+    from leanformers import cli
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "fastapi" else find_spec(name, *args))
+    with pytest.raises(SystemExit, match=r"needs fastapi: pip install 'leanformers\[serve\]'"):
+        cli.main(["serve", "--port", "0"])
