@@ -44,9 +44,10 @@ class Received:
         return self.updates[index][-1]
 
 
-def make_sequences(tokenizer, received, max_tokens, eos=(), **settings):
-    return [Sequence(tokenizer(p).input_ids, SamplingParams(max_tokens=n, **settings), tokenizer, eos, received, index=i)
-            for i, (p, n) in enumerate(zip(PROMPTS, max_tokens, strict=True))]
+def make_sequences(tokenizer, received, max_tokens, **settings):
+    """One sequence per prompt of PROMPTS, with no end of sequence token: each runs to its max_tokens."""
+    return [Sequence(tokenizer(p).input_ids, SamplingParams(max_tokens=n, **settings), tokenizer, (), received,
+                     index=i) for i, (p, n) in enumerate(zip(PROMPTS, max_tokens, strict=True))]
 
 
 def run_until_done(scheduler, sequences, before_cycle=None):
