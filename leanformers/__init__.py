@@ -19,6 +19,7 @@ from .generation import (
 from .models.base import PreTrainedModel
 from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
                           BertForSequenceClassification, BertForTokenClassification, BertModel)
+from .models.gemma3 import Gemma3ForCausalLM, Gemma3TextConfig, Gemma3TextForSequenceClassification, Gemma3TextModel
 from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                           GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,

@@ -1,12 +1,14 @@
-"""Qwen2/2.5, Qwen3 and Mistral (the Llama-style decoder by config) against transformers: tiny random
-checkpoints written by transformers itself, tied and untied, with grouped-query attention."""
+"""Qwen2/2.5, Qwen3 and Mistral (the Llama-style decoder by config) and Gemma 3 (its own file) against
+transformers: tiny random checkpoints written by transformers itself, tied and untied, with grouped-query
+attention."""
 
 import pytest
 import torch
 import transformers
 
-from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel,
-                         MistralConfig, Qwen2Config, Qwen3Config)
+from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                         Gemma3TextConfig, Gemma3TextForSequenceClassification, Gemma3TextModel, LlamaConfig,
+                         LlamaForCausalLM, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config)
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -19,6 +21,14 @@ FAMILIES = {
     # head_dim 24 is not hidden_size / heads (16)
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, {"head_dim": 24}),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 4}),
+    # a local layer (window 4, its own rope base) then a global one; head_dim and the score scale of their own,
+    # the final logits soft-capped (the attention cap is a key Gemma 3 keeps and ignores, as transformers does)
+    "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM,
+                    {"sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"], "head_dim": 24,
+                     "query_pre_attn_scalar": 20, "rope_parameters": {
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                     "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
 }
 CASES = [(family, tied) for family in FAMILIES for tied in (False, True)]
 CASE_IDS = [f"{family}-{'tied' if tied else 'untied'}" for family, tied in CASES]
@@ -36,6 +46,10 @@ def checkpoint(tmp_path_factory):
             config = config_class(**TINY, **extra, tie_word_embeddings=tied)
             config._attn_implementation = "eager"  # computes the window into its mask, as written
             model = model_class(config).eval()
+            with torch.no_grad():  # norms start as the identity (Gemma's at zero): move them off it
+                for name, weight in model.named_parameters():
+                    if "norm" in name:
+                        weight.add_(torch.randn_like(weight) * 0.2)
             folder = tmp_path_factory.mktemp(f"{family}-{tied}")
             model.save_pretrained(folder)
             made[family, tied] = model, folder
@@ -102,8 +116,9 @@ def test_family_save_pretrained_loads_back_in_transformers(checkpoint, tmp_path,
         torch.testing.assert_close(reloaded(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
 
 
-def test_mistral_window_longer_prompt_in_one_forward_and_through_the_cache(checkpoint):
-    ref, folder = checkpoint("mistral", False)
+@pytest.mark.parametrize("family", ["mistral", "gemma3_text"])
+def test_window_longer_prompt_in_one_forward_and_through_the_cache(checkpoint, family):
+    ref, folder = checkpoint(family, False)
     ours = AutoModelForCausalLM.from_pretrained(folder)
     assert ours.config.sliding_window == 4
     ids = random_ids(2, 14, seed=7)
@@ -125,8 +140,9 @@ def test_mistral_window_longer_prompt_in_one_forward_and_through_the_cache(check
     torch.testing.assert_close(unwindowed[:, :4], expected[:, :4], atol=1e-4, rtol=0)
 
 
-def test_mistral_window_generation_from_a_long_prompt_matches_transformers(checkpoint):
-    ref, folder = checkpoint("mistral", True)
+@pytest.mark.parametrize("family", ["mistral", "gemma3_text"])
+def test_window_generation_from_a_long_prompt_matches_transformers(checkpoint, family):
+    ref, folder = checkpoint(family, True)
     ours = AutoModelForCausalLM.from_pretrained(folder)
     ids, mask = padded_batch("left", lengths=(12, 5), seed=11)
     settings = dict(max_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None)
@@ -204,3 +220,58 @@ def test_qwen_gguf_loads_as_its_family(checkpoint, tmp_path, family, tied):
     ids = random_ids(2, 12, seed=9)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_gemma3_config_reads_v4_keys_as_transformers_does():
+    v4 = dict(TINY, num_hidden_layers=7, rope_theta=5e5, rope_local_base_freq=20.0, sliding_window_pattern=3,
+              rope_scaling={"rope_type": "linear", "factor": 8.0}, query_pre_attn_scalar=30)
+    ours, theirs = Gemma3TextConfig(**v4), transformers.Gemma3TextConfig(**v4)
+    assert ours.layer_types == theirs.layer_types == ["sliding_attention", "sliding_attention", "full_attention"] * 2 + [
+        "sliding_attention"]
+    for kind in ("sliding_attention", "full_attention"):
+        for key in ("rope_type", "rope_theta", "factor"):
+            assert ours.rope_parameters[kind].get(key) == theirs.rope_parameters[kind].get(key), (kind, key)
+    assert ours.rope_parameters["full_attention"]["factor"] == 8.0  # scaling only on the global layers
+    with pytest.raises(ValueError, match="layer_types must name one of"):
+        Gemma3TextConfig(**dict(TINY, layer_types=["sliding_attention"]))
+    with pytest.raises(ValueError, match="layer_types must name one of"):
+        Gemma3TextConfig(**dict(TINY, layer_types=["sliding_attention", "local"]))
+    with pytest.raises(ValueError, match="use_bidirectional_attention"):
+        Gemma3TextConfig(**dict(TINY, use_bidirectional_attention=True))
+
+
+def test_gemma3_base_model_and_classification_head_match_transformers(checkpoint, tmp_path):
+    ref, folder = checkpoint("gemma3_text", False)
+    base = AutoModel.from_pretrained(folder)
+    assert type(base) is Gemma3TextModel and type(AutoConfig.from_pretrained(folder)) is Gemma3TextConfig
+    ids, mask = padded_batch("right")
+    with torch.no_grad():
+        expected = ref.model(ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(base(ids, attention_mask=mask).last_hidden_state[mask.bool()],
+                                   expected[mask.bool()], atol=1e-4, rtol=0)
+    torch.manual_seed(1)
+    head = transformers.Gemma3TextForSequenceClassification(ref.config).eval()
+    head.save_pretrained(tmp_path)
+    ours = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert type(ours) is Gemma3TextForSequenceClassification
+    labels = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        got, want = ours(ids, attention_mask=mask, labels=labels), head(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=0)
+
+
+def test_gemma3_bfloat16_rounds_the_embedding_scale_as_transformers(tmp_path):
+    config_class, model_class, extra = FAMILIES["gemma3_text"]
+    torch.manual_seed(0)
+    model_class(config_class(**dict(TINY, hidden_size=80), **extra)).save_pretrained(tmp_path)  # sqrt(80) = 8.944
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    ids = random_ids(2, 9, seed=3)
+    with torch.no_grad():
+        embeddings = ours.model.embed_tokens(ids)
+        assert torch.equal(embeddings, theirs.model.embed_tokens(ids))
+        unrounded = (ours.model.embed_tokens.weight[ids].float() * 80**0.5).bfloat16()
+        assert not torch.equal(embeddings, unrounded)  # the factor is rounded to 8.9375 first, as in transformers
+        got, want = ours(ids).logits.float(), theirs(ids).logits.float()
+    assert (got - want).abs().max() < 0.05  # bf16 rounding of two implementations, not a different model

@@ -147,7 +147,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
-            nn.init.ones_(module.weight)
+            # A norm that scales by (weight_offset + weight), Gemma's 1 + weight, starts as the identity too.
+            nn.init.constant_(module.weight, 1.0 - getattr(module, "weight_offset", 0.0))
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 

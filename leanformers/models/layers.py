@@ -107,6 +107,13 @@ class RMSNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+def rms_norm(x, weight, eps: float):
+    """F.rms_norm(x, weight) of fp32 x and weight; through RMSNormFunction when it trains."""
+    if trains_plainly(x) and (x.requires_grad or weight.requires_grad):
+        return RMSNormFunction.apply(x, weight, eps)
+    return F.rms_norm(x, weight.shape, weight, eps)  # one fused op
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -115,9 +122,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            if trains_plainly(x) and (x.requires_grad or self.weight.requires_grad):
-                return RMSNormFunction.apply(x, self.weight, self.variance_epsilon)
-            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
+            return rms_norm(x, self.weight, self.variance_epsilon)
         # As the reference: normalise in fp32 (rms_norm upcasts), round to x's dtype, then scale by the weight.
         return self.weight * F.rms_norm(x, self.weight.shape, None, self.variance_epsilon)
 
