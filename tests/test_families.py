@@ -2,11 +2,13 @@
 transformers: tiny random checkpoints written by transformers itself, tied and untied, with grouped-query
 attention."""
 
+import json
+
 import pytest
 import torch
 import transformers
 
-from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                          Gemma3TextConfig, Gemma3TextForSequenceClassification, Gemma3TextModel, LlamaConfig,
                          LlamaForCausalLM, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config)
 
@@ -171,8 +173,9 @@ def test_family_configs_dispatch_and_keep_their_shapes(checkpoint):
     assert type(LlamaForCausalLM.from_pretrained(checkpoint("mistral", False)[1]).config) is MistralConfig
 
 
-def write_gguf(model, path, arch):
-    """The tiny checkpoint as an F32 GGUF file with llama.cpp's names (Qwen's q/k rows are not permuted)."""
+def write_gguf(model, path, arch, add_metadata=None):
+    """The tiny checkpoint as an F32 GGUF file with llama.cpp's names (Qwen's q/k rows are not permuted);
+    add_metadata(writer) adds more keys (a tokenizer)."""
     import gguf
 
     names = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output"}
@@ -193,6 +196,8 @@ def write_gguf(model, path, arch):
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_vocab_size(config.vocab_size)
+    if add_metadata is not None:
+        add_metadata(writer)
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
@@ -275,3 +280,41 @@ def test_gemma3_bfloat16_rounds_the_embedding_scale_as_transformers(tmp_path):
         assert not torch.equal(embeddings, unrounded)  # the factor is rounded to 8.9375 first, as in transformers
         got, want = ours(ids).logits.float(), theirs(ids).logits.float()
     assert (got - want).abs().max() < 0.05  # bf16 rounding of two implementations, not a different model
+
+
+def test_qwen2_gguf_byte_level_tokenizer_matches_transformers(checkpoint, tmp_path):
+    """A qwen2 file's tokenizer: byte-level BPE split by Qwen2's regex (tokenizer.ggml.pre = "qwen2"), with
+    control tokens kept whole. The vocabulary is trained here on the 1 MB corpus, so that its merges cover
+    words, digits, Chinese and emoji, and written as llama.cpp writes one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from test_minilm import build_corpus
+
+    corpus = build_corpus()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    state = json.loads(bpe.to_str())["model"]
+    tokens = sorted(state["vocab"], key=state["vocab"].get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["merges"]]
+
+    def add_tokenizer(writer):
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2")
+        writer.add_token_list(tokens)
+        writer.add_token_types([3 if t in specials else 1 for t in tokens])
+        writer.add_token_merges(merges)
+        writer.add_eos_token_id(tokens.index("<|endoftext|>"))
+
+    path = tmp_path / "qwen2.gguf"
+    write_gguf(checkpoint("qwen2", False)[0], path, "qwen2", add_tokenizer)
+    ours = AutoTokenizer.from_pretrained(path)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    lines = corpus + ["<|im_start|>user\nHi 12345 there<|im_end|>", "don't  I'M  x\r\n\r\ny", "数字123456"]
+    got, expected = ours(lines)["input_ids"], theirs(lines)["input_ids"]
+    assert len(got) == len(expected) == len(lines)
+    for line, a, b in zip(lines, got, expected, strict=True):
+        assert a == b, line[:60]
+    assert got[-3][0] == tokens.index("<|im_start|>")  # a control token stays whole
+    assert ours.decode(got[-2]) == lines[-2]
