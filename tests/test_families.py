@@ -92,6 +92,10 @@ def test_family_logits_and_loss_match_transformers_with_padding(checkpoint, fami
     real = mask.bool()
     torch.testing.assert_close(got.logits[real], expected.logits[real], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
+    with torch.no_grad():  # the Trainer's loss-only forward (over Gemma's capped logits too)
+        loss_only = ours(ids, attention_mask=mask, labels=labels, skip_logits=True)
+    assert loss_only.logits is None
+    torch.testing.assert_close(loss_only.loss, expected.loss, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("family", "tied"), CASES, ids=CASE_IDS)

@@ -22,8 +22,7 @@ from ..config import PretrainedConfig
 from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead
 from .layers import (Linear, RotaryEmbedding, apply_rotary, build_attention_mask, cached_attention, causal_lm_head,
-                     causal_lm_loss, gated_mlp, get_activation, keep_last, rms_norm, run_decoder_layers,
-                     start_decoder_forward)
+                     gated_mlp, get_activation, rms_norm, run_decoder_layers, start_decoder_forward)
 from .outputs import CausalLMOutputWithPast
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -214,18 +213,8 @@ class Gemma3ForCausalLM(Gemma3PreTrainedModel):
                          past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds,
                          use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_attentions=output_attentions)
-        cap = self.config.final_logit_softcapping
-        if cap is None:
-            loss, logits = causal_lm_head(self.lm_head, out.last_hidden_state, labels, logits_to_keep,
-                                          num_items_in_batch, skip_logits)
-        else:  # the loss is taken over the capped logits, so they are computed as they are
-            if skip_logits and labels is None:
-                raise ValueError("skip_logits=True returns only the loss, so it needs labels")
-            hidden = out.last_hidden_state if labels is not None else keep_last(out.last_hidden_state, logits_to_keep)
-            logits = torch.tanh(self.lm_head(hidden) / cap) * cap  # (B, T, V)
-            loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
-            if labels is not None:
-                logits = None if skip_logits else keep_last(logits, logits_to_keep)
+        loss, logits = causal_lm_head(self.lm_head, out.last_hidden_state, labels, logits_to_keep, num_items_in_batch,
+                                      skip_logits, softcap=self.config.final_logit_softcapping)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
