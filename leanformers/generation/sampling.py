@@ -115,10 +115,18 @@ def apply_top_h(logits, top_h: float, filter_value: float = NEG_INF, top_n: int 
 
 
 # -- transformers' classes ----------------------------------------------------------------------------
-def check_min_tokens_to_keep(value, strictly: bool = False):
+def checked_min_tokens_to_keep(value, strictly: bool = False) -> int:
     if not isinstance(value, int) or value < 1:
         kind = "a strictly positive" if strictly else "a positive"
         raise ValueError(f"`min_tokens_to_keep` has to be {kind} integer, but is {value}")
+    return value
+
+
+def checked_cutoff(epsilon, name: str) -> float:
+    epsilon = float(epsilon)
+    if epsilon <= 0 or epsilon >= 1:
+        raise ValueError(f"`{name}` has to be a float > 0 and < 1, but is {epsilon}")
+    return epsilon
 
 
 class TemperatureLogitsWarper(LogitsProcessor):
@@ -158,10 +166,9 @@ class TopPLogitsWarper(LogitsProcessor):
         top_p = float(top_p)
         if top_p < 0 or top_p > 1.0:
             raise ValueError(f"`top_p` has to be a float > 0 and < 1, but is {top_p}")
-        check_min_tokens_to_keep(min_tokens_to_keep)
         self.top_p = top_p
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.min_tokens_to_keep = checked_min_tokens_to_keep(min_tokens_to_keep)
 
     def __call__(self, input_ids, scores):
         return apply_top_p(scores, self.top_p, self.min_tokens_to_keep, self.filter_value)
@@ -173,10 +180,9 @@ class MinPLogitsWarper(LogitsProcessor):
     def __init__(self, min_p: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
         if not 0 <= min_p <= 1.0:
             raise ValueError(f"`min_p` has to be a float in the [0, 1] interval, but is {min_p}")
-        check_min_tokens_to_keep(min_tokens_to_keep)
         self.min_p = min_p
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.min_tokens_to_keep = checked_min_tokens_to_keep(min_tokens_to_keep)
 
     def __call__(self, input_ids, scores):
         return apply_min_p(scores, self.min_p, self.min_tokens_to_keep, self.filter_value)
@@ -189,10 +195,9 @@ class TypicalLogitsWarper(LogitsProcessor):
         mass = float(mass)
         if not 0 < mass < 1:
             raise ValueError(f"`typical_p` has to be a float > 0 and < 1, but is {mass}")
-        check_min_tokens_to_keep(min_tokens_to_keep)
         self.filter_value = filter_value
         self.mass = mass
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.min_tokens_to_keep = checked_min_tokens_to_keep(min_tokens_to_keep)
 
     def __call__(self, input_ids, scores):
         return apply_typical_p(scores, self.mass, self.min_tokens_to_keep, self.filter_value)
@@ -202,14 +207,9 @@ class EpsilonLogitsWarper(LogitsProcessor):
     """Drop the tokens less likely than `epsilon` (strictly between 0 and 1)."""
 
     def __init__(self, epsilon: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
-        epsilon = float(epsilon)
-        if epsilon <= 0 or epsilon >= 1:
-            raise ValueError(f"`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
-        min_tokens_to_keep = int(min_tokens_to_keep)
-        check_min_tokens_to_keep(min_tokens_to_keep, strictly=True)
-        self.epsilon = epsilon
+        self.epsilon = checked_cutoff(epsilon, "epsilon_cutoff")
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.min_tokens_to_keep = checked_min_tokens_to_keep(int(min_tokens_to_keep), strictly=True)
 
     def __call__(self, input_ids, scores):
         return apply_epsilon_cutoff(scores, self.epsilon, self.min_tokens_to_keep, self.filter_value)
@@ -219,14 +219,9 @@ class EtaLogitsWarper(LogitsProcessor):
     """Drop the tokens less likely than min(epsilon, sqrt(epsilon) * exp(-entropy)), epsilon in (0, 1)."""
 
     def __init__(self, epsilon: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1, device="cpu"):
-        epsilon = float(epsilon)
-        if epsilon <= 0 or epsilon >= 1:
-            raise ValueError(f"`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
-        min_tokens_to_keep = int(min_tokens_to_keep)
-        check_min_tokens_to_keep(min_tokens_to_keep, strictly=True)
-        self.epsilon = torch.tensor(epsilon, device=device)
+        self.epsilon = torch.tensor(checked_cutoff(epsilon, "eta_cutoff"), device=device)
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
+        self.min_tokens_to_keep = checked_min_tokens_to_keep(int(min_tokens_to_keep), strictly=True)
 
     def __call__(self, input_ids, scores):
         return apply_eta_cutoff(scores, self.epsilon, self.min_tokens_to_keep, self.filter_value)
