@@ -6,7 +6,6 @@ same seed; the watermark detected in what generate() wrote; AsyncTextIteratorStr
 
 import asyncio
 import threading
-import warnings
 
 import pytest
 import torch
@@ -14,25 +13,11 @@ import transformers
 
 import leanformers
 from leanformers import generation as lf
-from test_generation_units import CountingModel, CharTokenizer
+from test_generation import MASK, PROMPTS, assert_scores_close, pair, quiet  # noqa: F401 - fixtures
+from test_generation_units import CharTokenizer, CountingModel
 
-
-@pytest.fixture(autouse=True)
-def quiet():
-    transformers.logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-@pytest.fixture(scope="module")
-def pair(llama_checkpoint):
-    hf, folder = llama_checkpoint("gqa")
-    return hf, leanformers.LlamaForCausalLM.from_pretrained(folder)
-
-
-PROMPTS = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
-MASK = (PROMPTS != 0).long()
+# Tiny models and SmolLM2 alike: one thread does not stall when another process holds a core (see one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def even_tokens(batch_id, ids):
@@ -53,9 +38,7 @@ def both(pair, seed=0, ids=PROMPTS, mask=MASK, **kwargs):
 
 def assert_same_generation(expected, got):
     assert torch.equal(got.sequences, expected.sequences)
-    assert len(got.scores) == len(expected.scores)
-    for ours, theirs in zip(got.scores, expected.scores, strict=True):
-        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    assert_scores_close(got.scores, expected.scores)
 
 
 KNOBS = {
@@ -191,7 +174,7 @@ SMOL_KNOBS = ["sequence_bias", "epsilon", "eta", "top_h", "renormalize", "expone
 
 @pytest.mark.slow
 @pytest.mark.parametrize("knob", SMOL_KNOBS)
-def test_smollm2_generate_with_each_new_setting_matches_transformers(smollm2_pair, one_thread, knob):
+def test_smollm2_generate_with_each_new_setting_matches_transformers(smollm2_pair, knob):
     settings = dict(KNOBS[knob])
     if knob == "sequence_bias":
         settings = dict(sequence_bias={(28,): 5.0, (314, 253): 4.0})
