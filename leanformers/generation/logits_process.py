@@ -247,8 +247,10 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
         skip = self.prompt_ignore_length
         if isinstance(skip, int):
             return apply_repetition_penalty(scores, input_ids[:, skip:], self.penalty)
-        if skip is not None and skip.shape[0] != input_ids.shape[0]:
-            raise ValueError("Incompatible `prompt_ignore_length` batch size")
+        if skip is not None:
+            if skip.shape[0] != input_ids.shape[0]:
+                raise ValueError("Incompatible `prompt_ignore_length` batch size")
+            skip = self.prompt_ignore_length = skip.to(input_ids.device)  # moved once, then a no-op
         return apply_repetition_penalty(scores, input_ids, self.penalty, ignore_before=skip)
 
 
