@@ -126,6 +126,17 @@ def test_watermark_written_by_generate_is_detected_by_both_libraries(pair):
     assert mine.z_score == pytest.approx(theirs.z_score) and mine.p_value == pytest.approx(theirs.p_value)
 
 
+def test_new_settings_save_and_load_in_transformers(tmp_path):
+    config = lf.GenerationConfig(do_sample=True, top_h=0.5, sequence_bias=[[[5], 1.0]],
+                                 watermarking_config={"bias": 3.0, "seeding_scheme": "selfhash"})  # fmt: skip
+    assert isinstance(config.watermarking_config, lf.WatermarkingConfig)
+    config.save_pretrained(tmp_path)
+    theirs = transformers.GenerationConfig.from_pretrained(tmp_path)
+    assert theirs.watermarking_config.to_dict() == config.watermarking_config.to_dict()
+    assert (theirs.top_h, theirs.sequence_bias) == (0.5, [[[5], 1.0]])
+    assert lf.GenerationConfig.from_pretrained(tmp_path) == config
+
+
 def test_bad_settings_get_transformers_errors(pair):
     for settings in (dict(sequence_bias={(3,): 1}), dict(sequence_bias={}), dict(do_sample=True, top_h=1.5),
                      dict(watermarking_config={"seeding_scheme": "hash"}), dict(bad_words_ids=[[-1]]),
