@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .files import leanformers_cache_dir, write_atomic
@@ -184,18 +185,27 @@ def unpermute_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def dequantize_gguf(path) -> dict:
+    return read_gguf_tensors(path)[0]
+
+
+def read_gguf_tensors(path, keep_types=()) -> tuple[dict, dict]:
+    """A GGUF file's tensors under Hugging Face names: (state dict of float32 tensors, {name: (blocks,
+    type name)}). A 2-D weight whose type is in keep_types stays as its blocks, (rows, bytes per row)
+    uint8, rows in Hugging Face order; every other tensor is dequantized."""
     fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
     arch = gguf_architecture(path, fields)
     reader = gguf_reader(path)
     n_heads = fields[f"{arch}.attention.head_count"]
     n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
-    state_dict = {}
+    state_dict, quantized = {}, {}
     for tensor in reader.tensors:
         name = gguf_to_hf_name(tensor.name, arch)
         if name is None:
             continue  # e.g. rope_freqs: derived from the config here
+        type_name = tensor.tensor_type.name
+        keep = type_name in keep_types and name.endswith(".weight") and tensor.data.ndim == 2
         try:
-            weight = dequantize(tensor.data, tensor.tensor_type.name)
+            weight = torch.from_numpy(np.array(tensor.data, dtype=np.uint8)) if keep else dequantize(tensor.data, type_name)
         except ValueError as err:
             raise ValueError(f"{path}: tensor {tensor.name}: {err}") from None
         if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
@@ -204,8 +214,11 @@ def dequantize_gguf(path) -> dict:
             weight = unpermute_rows(weight, n_kv_heads)
         elif arch == "gemma3" and name.endswith("norm.weight"):
             weight = weight - 1  # llama.cpp stores Gemma's zero-centred norm weights plus one
-        state_dict[name] = weight.contiguous()
-    return state_dict
+        if keep:
+            quantized[name] = (weight.contiguous(), type_name)
+        else:
+            state_dict[name] = weight.contiguous()
+    return state_dict, quantized
 
 
 def file_digest(path, chunk=1 << 24) -> str:
