@@ -57,6 +57,26 @@ def test_native_matvec_and_rows_equal_ggufs_weights(type_name):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("build", ["avx2", "portable"])
+def test_each_instruction_set_build_equals_ggufs_weights(build, tmp_path):
+    """The native build picks AVX-512 here where the CPU has it; the AVX2 and plain C paths are built
+    and checked too (the AVX2 one where the CPU can run it)."""
+    import shutil
+
+    if build == "avx2" and "avx2" not in kernels.cpu_flags().split():
+        pytest.skip("this CPU has no AVX2")  # nothing here can run that build
+    flags = {"avx2": ["-mavx2", "-mfma", "-mf16c"], "portable": []}[build]
+    target = tmp_path / f"quant-{build}.so"
+    assert kernels.compile_library(shutil.which("cc"), target, flags)
+    library = kernels.bind(target)
+    for type_name in KERNEL_TYPES:
+        blocks = random_blocks(type_name, 40, 512, seed=7)
+        x = torch.randn(3, 512, generator=torch.Generator().manual_seed(1))
+        expected = (x.double() @ gguf_weights(blocks, type_name).double().T).float()
+        got = quantized_matvec(blocks, type_name, x, library=library)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 def test_quantized_linear_is_the_same_with_and_without_the_native_kernels(monkeypatch):
     layer = QuantizedLinear(1024, 96, "Q4_K", bias=True)
     layer.qweight = random_blocks("Q4_K", 96, 1024, seed=3)

@@ -41,23 +41,32 @@ def cpu_flags() -> str:
     return ""
 
 
-def compile_library(compiler: str, target: Path) -> bool:
-    base = [compiler, "-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", str(SOURCE)]
+def compile_library(compiler: str, target: Path, flags: list) -> bool:
+    """quant.c built with `flags` (e.g. ["-march=native"]) into target; False when the compiler refuses."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    for flags in (["-march=native"], []):
-        result = subprocess.run([*base, *flags, "-o", str(partial)], capture_output=True, text=True)
-        if result.returncode == 0:
-            os.replace(partial, target)
-            return True
-    logger.warning("leanformers: compiling %s failed (%s); the eager kernels run instead", SOURCE.name,
-                   result.stderr.strip()[-500:])
-    return False
+    result = subprocess.run([compiler, "-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", *flags,
+                             str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        logger.warning("leanformers: compiling %s with %s failed: %s", SOURCE.name, flags or "no flags",
+                       result.stderr.strip()[-500:])
+        return False
+    os.replace(partial, target)
+    return True
+
+
+def bind(path: Path):
+    library = ctypes.CDLL(str(path))
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    library.lf_quantized_matvec.argtypes = [ctypes.c_int, pointer, size, size, pointer, size, pointer, ctypes.c_int]
+    library.lf_dequantize_rows.argtypes = [ctypes.c_int, pointer, size, pointer, size, pointer, ctypes.c_int]
+    return library
 
 
 @functools.lru_cache(maxsize=1)
 def native_library():
-    """The compiled kernels (ctypes), or None: LEANFORMERS_KERNELS=0, no compiler, or a failed build."""
+    """The compiled kernels (ctypes), or None: LEANFORMERS_KERNELS=0, no compiler, or a failed build. Built
+    for this CPU (-march=native: AVX-512, AVX2 or plain C as it has them), else with no flags at all."""
     if os.environ.get("LEANFORMERS_KERNELS", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
@@ -66,23 +75,20 @@ def native_library():
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + cpu_flags().encode()).hexdigest()[:16]
     target = leanformers_cache_dir() / "kernels" / f"quant-{key}.so"
-    if not target.is_file() and not compile_library(compiler, target):
+    if not target.is_file() and not any(compile_library(compiler, target, flags) for flags in (["-march=native"], [])):
         return None
-    library = ctypes.CDLL(str(target))
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    library.lf_quantized_matvec.argtypes = [ctypes.c_int, pointer, size, size, pointer, size, pointer, ctypes.c_int]
-    library.lf_dequantize_rows.argtypes = [ctypes.c_int, pointer, size, pointer, size, pointer, ctypes.c_int]
-    return library
+    return bind(target)
 
 
 def kernels_available() -> bool:
     return native_library() is not None
 
 
-def quantized_matvec(blocks: torch.Tensor, type_name: str, x: torch.Tensor):
+def quantized_matvec(blocks: torch.Tensor, type_name: str, x: torch.Tensor, library=None):
     """x (B, K) fp32 @ W.T for W (N, K) held as blocks (N, bytes per row) uint8: (B, N) fp32, or None where
-    the native kernel cannot run (no library, a type without a kernel, B over MAX_MATVEC_ROWS)."""
-    library = native_library()
+    the native kernel cannot run (no library, a type without a kernel, B over MAX_MATVEC_ROWS). `library`:
+    another build of the kernels than this machine's (tests run each instruction set the CPU has)."""
+    library = library or native_library()
     if library is None or type_name not in KERNEL_TYPES or not 1 <= x.shape[0] <= MAX_MATVEC_ROWS:
         return None
     x = x.contiguous()

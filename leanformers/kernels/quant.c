@@ -140,25 +140,66 @@ static inline void block_q6_k(const uint8_t *b, float *y) { /* 128 bytes low bit
 /* The dot products. Every type's weights come in groups (of 32, or 16 for Q6_K) that share an affine map
  * w = scale * q + offset of small integers q, so a group's share of a dot product with x is
  * scale * sum(q * x) + offset * sum(x): the integers are converted to floats and multiplied with x in
- * vector registers, and the sums of x per group are computed once per call. With AVX-512 a group of 32
- * is two 16-lane vectors; elsewhere each block is dequantized into floats (as above) and dotted. */
+ * vector registers (AVX-512: 16 lanes, AVX2: 8), and the sums of x per group are computed once per call.
+ * Elsewhere each block is dequantized into floats (as above) and dotted. */
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
-static inline __m512 u8_to_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
-static inline __m512 i8_to_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
+#if defined(__AVX512F__)
+#define LANES 16
+typedef __m512 vec;
+/* 16 bytes -> floats, unsigned or signed */
+static inline void bytes_to_vecs(__m128i b, int is_signed, vec *out) {
+    out[0] = _mm512_cvtepi32_ps(is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b));
+}
+#define vzero _mm512_setzero_ps
+#define vset1 _mm512_set1_ps
+#define vload _mm512_loadu_ps
+#define vmul _mm512_mul_ps
+#define vsub _mm512_sub_ps
+#define vfmadd _mm512_fmadd_ps
+static inline float vsum(vec v) { return _mm512_reduce_add_ps(v); }
+#else
+#define LANES 8
+typedef __m256 vec;
+static inline void bytes_to_vecs(__m128i b, int is_signed, vec *out) {
+    __m128i high = _mm_srli_si128(b, 8);
+    out[0] = _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b));
+    out[1] = _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(high) : _mm256_cvtepu8_epi32(high));
+}
+#define vzero _mm256_setzero_ps
+#define vset1 _mm256_set1_ps
+#define vload _mm256_loadu_ps
+#define vmul _mm256_mul_ps
+#define vsub _mm256_sub_ps
+#define vfmadd _mm256_fmadd_ps
+static inline float vsum(vec v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+#define PER16 (16 / LANES) /* vectors holding 16 weights */
+
+static inline __m128i load16(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
 static inline __m128i low_nibbles(__m128i v) { return _mm_and_si128(v, _mm_set1_epi8(0x0F)); }
 static inline __m128i high_nibbles(__m128i v) { return _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F)); }
-static inline __m128i load16(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
-/* bit `shift` of each of 16 bytes, as 0 or 16 */
+/* bit `shift` of each of 16 bytes, moved to bit 4 (0 or 16) */
 static inline __m128i fifth_bit(const uint8_t *qh, int shift) {
-    return _mm_and_si128(_mm_srli_epi16(_mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(load16(qh), shift),
-                                                                      _mm_set1_epi8(1)), 4), 0), _mm_set1_epi8(16));
+    return _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(load16(qh), shift), _mm_set1_epi8(1)), 4);
 }
 
-/* A group's (q0, q1): 32 integer weights as two vectors of 16 floats, with its scale and offset. */
-typedef struct { __m512 q0, q1; float scale, offset; } group32;
+/* A group: 32 integer weights as floats in vectors, with its scale and offset (w = scale * q + offset). */
+typedef struct { vec q[32 / LANES]; float scale, offset; } group32;
+
+static inline void fill(group32 *g, __m128i first16, __m128i last16, int is_signed, float scale, float offset) {
+    bytes_to_vecs(first16, is_signed, g->q);
+    bytes_to_vecs(last16, is_signed, g->q + PER16);
+    g->scale = scale;
+    g->offset = offset;
+}
 
 #define DOT_GROUPS(NAME, QK, BYTES, ...)                                                                      \
     static void matvec_##NAME(const uint8_t *w, int64_t n, int64_t k, const float *x, int64_t batch,         \
@@ -173,54 +214,50 @@ typedef struct { __m512 q0, q1; float scale, offset; } group32;
             }                                                                                                \
         _Pragma("omp parallel for schedule(dynamic, 16) num_threads(threads)")                               \
         for (int64_t row = 0; row < n; row++) {                                                              \
-            __m512 acc[16];                                                                                  \
+            vec acc[16];                                                                                     \
             float offsets[16] = {0};                                                                         \
-            for (int64_t b = 0; b < batch; b++) acc[b] = _mm512_setzero_ps();                                \
+            for (int64_t b = 0; b < batch; b++) acc[b] = vzero();                                            \
             const uint8_t *r = w + row * row_bytes;                                                          \
             for (int64_t blk = 0; blk < blocks; blk++) {                                                     \
                 const uint8_t *block = r + blk * BYTES;                                                      \
                 group32 grp[QK / 32];                                                                        \
                 __VA_ARGS__                                                                                  \
                 for (int g = 0; g < QK / 32; g++) {                                                          \
-                    __m512 scale = _mm512_set1_ps(grp[g].scale);                                             \
+                    vec scale = vset1(grp[g].scale);                                                         \
                     int64_t col = blk * QK + g * 32;                                                         \
                     for (int64_t b = 0; b < batch; b++) {                                                    \
                         const float *xb = x + b * k + col;                                                   \
-                        __m512 t = _mm512_mul_ps(grp[g].q0, _mm512_loadu_ps(xb));                            \
-                        t = _mm512_fmadd_ps(grp[g].q1, _mm512_loadu_ps(xb + 16), t);                         \
-                        acc[b] = _mm512_fmadd_ps(t, scale, acc[b]);                                          \
+                        vec t = vmul(grp[g].q[0], vload(xb));                                                \
+                        for (int i = 1; i < 32 / LANES; i++) t = vfmadd(grp[g].q[i], vload(xb + i * LANES), t); \
+                        acc[b] = vfmadd(t, scale, acc[b]);                                                   \
                         offsets[b] += grp[g].offset * xsum[b * groups + col / 32];                           \
                     }                                                                                        \
                 }                                                                                            \
             }                                                                                                \
-            for (int64_t b = 0; b < batch; b++) y[b * n + row] = _mm512_reduce_add_ps(acc[b]) + offsets[b];  \
+            for (int64_t b = 0; b < batch; b++) y[b * n + row] = vsum(acc[b]) + offsets[b];                  \
         }                                                                                                    \
         free(xsum);                                                                                          \
     }
 
 DOT_GROUPS(q8_0, 32, 34, {
-    float d = half_to_float(block);
-    grp[0] = (group32){i8_to_ps(load16(block + 2)), i8_to_ps(load16(block + 18)), d, 0.0f};
+    fill(&grp[0], load16(block + 2), load16(block + 18), 1, half_to_float(block), 0.0f);
 })
 DOT_GROUPS(q4_0, 32, 18, {
     float d = half_to_float(block);
     __m128i v = load16(block + 2);
-    grp[0] = (group32){u8_to_ps(low_nibbles(v)), u8_to_ps(high_nibbles(v)), d, -8.0f * d};
+    fill(&grp[0], low_nibbles(v), high_nibbles(v), 0, d, -8.0f * d);
 })
 DOT_GROUPS(q4_1, 32, 20, {
-    float d = half_to_float(block), m = half_to_float(block + 2);
     __m128i v = load16(block + 4);
-    grp[0] = (group32){u8_to_ps(low_nibbles(v)), u8_to_ps(high_nibbles(v)), d, m};
+    fill(&grp[0], low_nibbles(v), high_nibbles(v), 0, half_to_float(block), half_to_float(block + 2));
 })
 DOT_GROUPS(q5_0, 32, 22, {
     float d = half_to_float(block);
-    uint32_t qh = (uint32_t)block[2] | ((uint32_t)block[3] << 8) | ((uint32_t)block[4] << 16) |
-                  ((uint32_t)block[5] << 24);
+    uint8_t fifth[32]; /* weight j's fifth bit is bit j of qh */
+    for (int j = 0; j < 32; j++) fifth[j] = (uint8_t)(((block[2 + j / 8] >> (j % 8)) & 1u) << 4);
     __m128i v = load16(block + 6);
-    __m512 sixteen = _mm512_set1_ps(16.0f);
-    __m512 lo = _mm512_mask_add_ps(u8_to_ps(low_nibbles(v)), (__mmask16)(qh & 0xFFFF), u8_to_ps(low_nibbles(v)), sixteen);
-    __m512 hi = _mm512_mask_add_ps(u8_to_ps(high_nibbles(v)), (__mmask16)(qh >> 16), u8_to_ps(high_nibbles(v)), sixteen);
-    grp[0] = (group32){lo, hi, d, -16.0f * d};
+    fill(&grp[0], _mm_or_si128(low_nibbles(v), load16(fifth)), _mm_or_si128(high_nibbles(v), load16(fifth + 16)), 0,
+         d, -16.0f * d);
 })
 DOT_GROUPS(q4_k, 256, 144, {
     float d = half_to_float(block), dmin = half_to_float(block + 2);
@@ -229,10 +266,9 @@ DOT_GROUPS(q4_k, 256, 144, {
         int sc, mn;
         __m128i v0 = load16(q), v1 = load16(q + 16);
         scale_min_k4(2 * chunk, block + 4, &sc, &mn);
-        grp[2 * chunk] = (group32){u8_to_ps(low_nibbles(v0)), u8_to_ps(low_nibbles(v1)), d * (float)sc, -dmin * (float)mn};
+        fill(&grp[2 * chunk], low_nibbles(v0), low_nibbles(v1), 0, d * (float)sc, -dmin * (float)mn);
         scale_min_k4(2 * chunk + 1, block + 4, &sc, &mn);
-        grp[2 * chunk + 1] = (group32){u8_to_ps(high_nibbles(v0)), u8_to_ps(high_nibbles(v1)), d * (float)sc,
-                                       -dmin * (float)mn};
+        fill(&grp[2 * chunk + 1], high_nibbles(v0), high_nibbles(v1), 0, d * (float)sc, -dmin * (float)mn);
     }
 })
 DOT_GROUPS(q5_k, 256, 176, {
@@ -243,17 +279,15 @@ DOT_GROUPS(q5_k, 256, 176, {
         int sc, mn;
         __m128i v0 = load16(q), v1 = load16(q + 16);
         scale_min_k4(2 * chunk, block + 4, &sc, &mn);
-        grp[2 * chunk] = (group32){u8_to_ps(_mm_or_si128(low_nibbles(v0), fifth_bit(qh, 2 * chunk))),
-                                   u8_to_ps(_mm_or_si128(low_nibbles(v1), fifth_bit(qh + 16, 2 * chunk))),
-                                   d * (float)sc, -dmin * (float)mn};
+        fill(&grp[2 * chunk], _mm_or_si128(low_nibbles(v0), fifth_bit(qh, 2 * chunk)),
+             _mm_or_si128(low_nibbles(v1), fifth_bit(qh + 16, 2 * chunk)), 0, d * (float)sc, -dmin * (float)mn);
         scale_min_k4(2 * chunk + 1, block + 4, &sc, &mn);
-        grp[2 * chunk + 1] = (group32){u8_to_ps(_mm_or_si128(high_nibbles(v0), fifth_bit(qh, 2 * chunk + 1))),
-                                       u8_to_ps(_mm_or_si128(high_nibbles(v1), fifth_bit(qh + 16, 2 * chunk + 1))),
-                                       d * (float)sc, -dmin * (float)mn};
+        fill(&grp[2 * chunk + 1], _mm_or_si128(high_nibbles(v0), fifth_bit(qh, 2 * chunk + 1)),
+             _mm_or_si128(high_nibbles(v1), fifth_bit(qh + 16, 2 * chunk + 1)), 0, d * (float)sc, -dmin * (float)mn);
     }
 })
 
-/* Q6_K's scale covers 16 weights, so its groups of 32 carry the scale in the floats: q * sc, per 16. */
+/* Q6_K's scale covers 16 weights, so its groups of 32 carry the scales in the floats: (q - 32) * sc. */
 DOT_GROUPS(q6_k, 256, 210, {
     float d = half_to_float(block + 208);
     const int8_t *sc = (const int8_t *)(block + 192);
@@ -261,15 +295,16 @@ DOT_GROUPS(q6_k, 256, 210, {
         const uint8_t *ql = block + 64 * half, *qh = block + 128 + 32 * half;
         for (int part = 0; part < 4; part++) { /* weights 32 * part .. + 32 of this half */
             const uint8_t *low = ql + (part & 1) * 32;
-            __m512 q[2];
+            group32 *g = &grp[4 * half + part];
             for (int i = 0; i < 2; i++) {
                 __m128i bits4 = part < 2 ? low_nibbles(load16(low + 16 * i)) : high_nibbles(load16(low + 16 * i));
                 __m128i bits2 = _mm_and_si128(_mm_srli_epi16(load16(qh + 16 * i), 2 * part), _mm_set1_epi8(3));
-                __m128i v = _mm_or_si128(bits4, _mm_slli_epi16(bits2, 4));
-                q[i] = _mm512_mul_ps(_mm512_sub_ps(u8_to_ps(v), _mm512_set1_ps(32.0f)),
-                                     _mm512_set1_ps((float)sc[8 * half + 2 * part + i]));
+                bytes_to_vecs(_mm_or_si128(bits4, _mm_slli_epi16(bits2, 4)), 0, g->q + i * PER16);
+                vec scale = vset1((float)sc[8 * half + 2 * part + i]), shift = vset1(32.0f);
+                for (int j = 0; j < PER16; j++) g->q[i * PER16 + j] = vmul(vsub(g->q[i * PER16 + j], shift), scale);
             }
-            grp[4 * half + part] = (group32){q[0], q[1], d, 0.0f};
+            g->scale = d;
+            g->offset = 0.0f;
         }
     }
 })
