@@ -15,6 +15,8 @@ Where it differs from llama.py, which is why it has its own file:
 Reads top to bottom: config, blocks, base model, heads. Parameter names are the Hugging Face ones.
 """
 
+import functools
+
 import torch
 from torch import nn
 
@@ -93,8 +95,12 @@ class Gemma3TextScaledWordEmbedding(nn.Embedding):
         self.embed_scale = embedding_dim**0.5
 
     def forward(self, input_ids):
-        scale = torch.tensor(self.embed_scale, dtype=self.weight.dtype).item()
-        return super().forward(input_ids) * scale
+        return super().forward(input_ids) * rounded(self.embed_scale, self.weight.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def rounded(value: float, dtype: torch.dtype) -> float:
+    return torch.tensor(value, dtype=dtype).item()
 
 
 class Gemma3Attention(nn.Module):
