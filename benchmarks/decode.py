@@ -1,7 +1,10 @@
 """Generation speed and memory: leanformers vs transformers on SmolLM2-135M-Instruct (the
 packaged GGUF), side by side in one run.
 
-    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--repeats 3] [--memory | --profile]
+    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--quantized] [--repeats 3] [--memory | --profile]
+
+--quantized keeps leanformers' weights in the file's Q4_1/Q8_0 blocks (from_pretrained(dequantize=False),
+the native kernels); transformers always dequantizes.
 
 Prints, for each library and the ratio leanformers / transformers:
   - greedy decode tokens/s at batch 1 and batch 8 (--new-tokens, pinned with min_new_tokens),
@@ -33,10 +36,10 @@ PROMPTS = ["Hello, my name is", "The capital of France is", "def fibonacci(n):",
            "The quick brown fox", "Water boils at", "Here is a list of fruits:", "In 1969,"]
 
 
-def load_models(dtype):
+def load_models(dtype, quantized=False):
     gguf = bundled_model_path("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(gguf)
-    ours = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype)
+    ours = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype, dequantize=not quantized)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     return tokenizer, {"leanformers": ours, "transformers": theirs.eval()}
 
@@ -63,7 +66,7 @@ def report(label, rates, note=""):
 
 
 def measure_speed(args, dtype):
-    tokenizer, models = load_models(dtype)
+    tokenizer, models = load_models(dtype, args.quantized)
     for batch in (1, 8):
         inputs = dict(tokenizer((PROMPTS * batch)[:batch], padding=True, padding_side="left", return_tensors="pt"))
         rates, outputs = {}, {}
@@ -99,7 +102,7 @@ def measure_profile(args, dtype):
     """Batch-1 greedy decode: ms per step inside the matmul kernels and outside them, per library."""
     from torch.profiler import ProfilerActivity, profile
 
-    tokenizer, models = load_models(dtype)
+    tokenizer, models = load_models(dtype, args.quantized)
     inputs = dict(tokenizer(PROMPTS[:1], return_tensors="pt"))
     steps = args.new_tokens
     print(f"{'batch-1 decode, ms per step':<34} {'total':>10} {'in matmuls':>11} {'outside':>9}")
@@ -118,12 +121,12 @@ def measure_profile(args, dtype):
         print(f"{name:<34} {total:>10.2f} {inside:>11.2f} {total - inside:>9.2f}")
 
 
-def peak_memory_child(library, dtype_name):
+def peak_memory_child(library, dtype_name, quantized):
     """Run in a fresh process: load one library's model, generate 1,024 tokens, print peak RSS (MB)."""
     dtype = getattr(torch, dtype_name)
     gguf = bundled_model_path("smollm2-135m-instruct")
     if library == "leanformers":
-        model = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(gguf, dtype=dtype, dequantize=not quantized)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     ids = torch.randint(100, 40000, (1, 16), generator=torch.Generator().manual_seed(0))
@@ -137,7 +140,8 @@ def measure_memory(args):
     peaks = {}
     # leanformers runs twice: a first load of a GGUF file in a dtype dequantizes it into the cache.
     for library in ("leanformers", "leanformers", "transformers"):
-        out = subprocess.run([sys.executable, __file__, "--peak-memory-child", library, "--dtype", args.dtype],
+        out = subprocess.run([sys.executable, __file__, "--peak-memory-child", library, "--dtype", args.dtype]
+                             + (["--quantized"] if args.quantized else []),
                              capture_output=True, text=True, check=True)
         peaks[library] = float(out.stdout.strip().splitlines()[-1])
     ratio = peaks["leanformers"] / peaks["transformers"]
@@ -150,14 +154,15 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quantized", action="store_true", help="leanformers keeps the GGUF blocks (dequantize=False)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
     parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the matmuls")
     parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_memory_child:
-        return peak_memory_child(args.peak_memory_child, args.dtype)
+        return peak_memory_child(args.peak_memory_child, args.dtype, args.quantized)
     print(cpu_description())
-    print(f"SmolLM2-135M {args.dtype}")
+    print(f"SmolLM2-135M {args.dtype}" + (", leanformers kept quantized (Q4_1/Q8_0)" if args.quantized else ""))
     if args.profile:
         return measure_profile(args, getattr(torch, args.dtype))
     print(f"{'':<34} {'leanformers':>10} {'transformers':>13} {'ratio':>7}")

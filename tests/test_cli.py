@@ -37,13 +37,16 @@ def test_chat_reads_one_message_per_line_and_keeps_the_conversation(smollm2_pair
     assert result.stdout == first + "\n" + second + "\n"
 
 
-def test_generate_prints_prompt_and_greedy_continuation(smollm2_pair, smollm2_gguf):
+@pytest.mark.parametrize("weights", ["quantized", "dequantized"])
+def test_generate_prints_prompt_and_greedy_continuation(smollm2_pair, smollm2_gguf, weights):
+    """The GGUF's weights stay in their Q4_1/Q8_0 blocks unless --dequantize: the same greedy text either way."""
     from leanformers import AutoTokenizer
 
     ref, _ = smollm2_pair
     tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf)
     prompt = "The three primary colors are"
-    result = run_cli("generate", "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "24")
+    flags = ["--dequantize"] if weights == "dequantized" else []
+    result = run_cli("generate", "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "24", *flags)
     assert result.returncode == 0, result.stderr
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     out = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)

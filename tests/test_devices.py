@@ -33,6 +33,10 @@ FAMILIES = {
     "llama": ("LlamaForCausalLM", transformers.LlamaConfig(**TINY_LLAMA, initializer_range=0.2),
               "AutoModelForCausalLM"),
     "gpt2": ("GPT2LMHeadModel", transformers.GPT2Config(**TINY_GPT2, initializer_range=0.2), "AutoModelForCausalLM"),
+    # a local layer with a 4-token window, then a global one
+    "gemma3_text": ("Gemma3ForCausalLM", transformers.Gemma3TextConfig(
+        **TINY_LLAMA, head_dim=16, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        initializer_range=0.2), "AutoModelForCausalLM"),
     "bert": ("BertForSequenceClassification", transformers.BertConfig(**TINY_BERT, initializer_range=0.2, **LABELS),
              "AutoModelForSequenceClassification"),
 }
@@ -140,7 +144,7 @@ def test_device_map_spellings_place_the_model_where_transformers_does(tiny, devi
 
 
 # -- generate --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_greedy_generate_matches_transformers_on_the_device(tiny, device, family):
     ref, ours = load_both(tiny[family], "AutoModelForCausalLM", device)

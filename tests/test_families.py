@@ -1,12 +1,16 @@
-"""Qwen2/2.5, Qwen3 and Mistral (the Llama-style decoder by config) against transformers: tiny random
-checkpoints written by transformers itself, tied and untied, with grouped-query attention."""
+"""Qwen2/2.5, Qwen3 and Mistral (the Llama-style decoder by config) and Gemma 3 (its own file) against
+transformers: tiny random checkpoints written by transformers itself, tied and untied, with grouped-query
+attention."""
+
+import json
 
 import pytest
 import torch
 import transformers
 
-from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel,
-                         MistralConfig, Qwen2Config, Qwen3Config)
+from leanformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                         Gemma3TextConfig, Gemma3TextForSequenceClassification, Gemma3TextModel, LlamaConfig,
+                         LlamaForCausalLM, LlamaModel, MistralConfig, Qwen2Config, Qwen3Config)
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -19,6 +23,14 @@ FAMILIES = {
     # head_dim 24 is not hidden_size / heads (16)
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, {"head_dim": 24}),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 4}),
+    # a local layer (window 4, its own rope base) then a global one; head_dim and the score scale of their own,
+    # the final logits soft-capped (the attention cap is a key Gemma 3 keeps and ignores, as transformers does)
+    "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM,
+                    {"sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"], "head_dim": 24,
+                     "query_pre_attn_scalar": 20, "rope_parameters": {
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                     "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
 }
 CASES = [(family, tied) for family in FAMILIES for tied in (False, True)]
 CASE_IDS = [f"{family}-{'tied' if tied else 'untied'}" for family, tied in CASES]
@@ -36,6 +48,10 @@ def checkpoint(tmp_path_factory):
             config = config_class(**TINY, **extra, tie_word_embeddings=tied)
             config._attn_implementation = "eager"  # computes the window into its mask, as written
             model = model_class(config).eval()
+            with torch.no_grad():  # norms start as the identity (Gemma's at zero): move them off it
+                for name, weight in model.named_parameters():
+                    if "norm" in name:
+                        weight.add_(torch.randn_like(weight) * 0.2)
             folder = tmp_path_factory.mktemp(f"{family}-{tied}")
             model.save_pretrained(folder)
             made[family, tied] = model, folder
@@ -76,6 +92,10 @@ def test_family_logits_and_loss_match_transformers_with_padding(checkpoint, fami
     real = mask.bool()
     torch.testing.assert_close(got.logits[real], expected.logits[real], atol=1e-4, rtol=0)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
+    with torch.no_grad():  # the Trainer's loss-only forward (over Gemma's capped logits too)
+        loss_only = ours(ids, attention_mask=mask, labels=labels, skip_logits=True)
+    assert loss_only.logits is None
+    torch.testing.assert_close(loss_only.loss, expected.loss, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("family", "tied"), CASES, ids=CASE_IDS)
@@ -102,8 +122,9 @@ def test_family_save_pretrained_loads_back_in_transformers(checkpoint, tmp_path,
         torch.testing.assert_close(reloaded(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
 
 
-def test_mistral_window_longer_prompt_in_one_forward_and_through_the_cache(checkpoint):
-    ref, folder = checkpoint("mistral", False)
+@pytest.mark.parametrize("family", ["mistral", "gemma3_text"])
+def test_window_longer_prompt_in_one_forward_and_through_the_cache(checkpoint, family):
+    ref, folder = checkpoint(family, False)
     ours = AutoModelForCausalLM.from_pretrained(folder)
     assert ours.config.sliding_window == 4
     ids = random_ids(2, 14, seed=7)
@@ -125,8 +146,9 @@ def test_mistral_window_longer_prompt_in_one_forward_and_through_the_cache(check
     torch.testing.assert_close(unwindowed[:, :4], expected[:, :4], atol=1e-4, rtol=0)
 
 
-def test_mistral_window_generation_from_a_long_prompt_matches_transformers(checkpoint):
-    ref, folder = checkpoint("mistral", True)
+@pytest.mark.parametrize("family", ["mistral", "gemma3_text"])
+def test_window_generation_from_a_long_prompt_matches_transformers(checkpoint, family):
+    ref, folder = checkpoint(family, True)
     ours = AutoModelForCausalLM.from_pretrained(folder)
     ids, mask = padded_batch("left", lengths=(12, 5), seed=11)
     settings = dict(max_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None)
@@ -155,8 +177,9 @@ def test_family_configs_dispatch_and_keep_their_shapes(checkpoint):
     assert type(LlamaForCausalLM.from_pretrained(checkpoint("mistral", False)[1]).config) is MistralConfig
 
 
-def write_gguf(model, path, arch):
-    """The tiny checkpoint as an F32 GGUF file with llama.cpp's names (Qwen's q/k rows are not permuted)."""
+def write_gguf(model, path, arch, add_metadata=None):
+    """The tiny checkpoint as an F32 GGUF file with llama.cpp's names (Qwen's q/k rows are not permuted);
+    add_metadata(writer) adds more keys (a tokenizer)."""
     import gguf
 
     names = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output"}
@@ -177,6 +200,8 @@ def write_gguf(model, path, arch):
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_vocab_size(config.vocab_size)
+    if add_metadata is not None:
+        add_metadata(writer)
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
@@ -204,3 +229,96 @@ def test_qwen_gguf_loads_as_its_family(checkpoint, tmp_path, family, tied):
     ids = random_ids(2, 12, seed=9)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_gemma3_config_reads_v4_keys_as_transformers_does():
+    v4 = dict(TINY, num_hidden_layers=7, rope_theta=5e5, rope_local_base_freq=20.0, sliding_window_pattern=3,
+              rope_scaling={"rope_type": "linear", "factor": 8.0}, query_pre_attn_scalar=30)
+    ours, theirs = Gemma3TextConfig(**v4), transformers.Gemma3TextConfig(**v4)
+    assert ours.layer_types == theirs.layer_types == ["sliding_attention", "sliding_attention", "full_attention"] * 2 + [
+        "sliding_attention"]
+    for kind in ("sliding_attention", "full_attention"):
+        for key in ("rope_type", "rope_theta", "factor"):
+            assert ours.rope_parameters[kind].get(key) == theirs.rope_parameters[kind].get(key), (kind, key)
+    assert ours.rope_parameters["full_attention"]["factor"] == 8.0  # scaling only on the global layers
+    with pytest.raises(ValueError, match="layer_types must name one of"):
+        Gemma3TextConfig(**dict(TINY, layer_types=["sliding_attention"]))
+    with pytest.raises(ValueError, match="layer_types must name one of"):
+        Gemma3TextConfig(**dict(TINY, layer_types=["sliding_attention", "local"]))
+    with pytest.raises(ValueError, match="use_bidirectional_attention"):
+        Gemma3TextConfig(**dict(TINY, use_bidirectional_attention=True))
+
+
+def test_gemma3_base_model_and_classification_head_match_transformers(checkpoint, tmp_path):
+    ref, folder = checkpoint("gemma3_text", False)
+    base = AutoModel.from_pretrained(folder)
+    assert type(base) is Gemma3TextModel and type(AutoConfig.from_pretrained(folder)) is Gemma3TextConfig
+    ids, mask = padded_batch("right")
+    with torch.no_grad():
+        expected = ref.model(ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(base(ids, attention_mask=mask).last_hidden_state[mask.bool()],
+                                   expected[mask.bool()], atol=1e-4, rtol=0)
+    torch.manual_seed(1)
+    head = transformers.Gemma3TextForSequenceClassification(ref.config).eval()
+    head.save_pretrained(tmp_path)
+    ours = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert type(ours) is Gemma3TextForSequenceClassification
+    labels = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        got, want = ours(ids, attention_mask=mask, labels=labels), head(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=0)
+
+
+def test_gemma3_bfloat16_rounds_the_embedding_scale_as_transformers(tmp_path):
+    config_class, model_class, extra = FAMILIES["gemma3_text"]
+    torch.manual_seed(0)
+    model_class(config_class(**dict(TINY, hidden_size=80), **extra)).save_pretrained(tmp_path)  # sqrt(80) = 8.944
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    ids = random_ids(2, 9, seed=3)
+    with torch.no_grad():
+        embeddings = ours.model.embed_tokens(ids)
+        assert torch.equal(embeddings, theirs.model.embed_tokens(ids))
+        unrounded = (ours.model.embed_tokens.weight[ids].float() * 80**0.5).bfloat16()
+        assert not torch.equal(embeddings, unrounded)  # the factor is rounded to 8.9375 first, as in transformers
+        got, want = ours(ids).logits.float(), theirs(ids).logits.float()
+    assert (got - want).abs().max() < 0.05  # bf16 rounding of two implementations, not a different model
+
+
+def test_qwen2_gguf_byte_level_tokenizer_matches_transformers(checkpoint, tmp_path):
+    """A qwen2 file's tokenizer: byte-level BPE split by Qwen2's regex (tokenizer.ggml.pre = "qwen2"), with
+    control tokens kept whole. The vocabulary is trained here on the 1 MB corpus, so that its merges cover
+    words, digits, Chinese and emoji, and written as llama.cpp writes one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from test_minilm import build_corpus
+
+    corpus = build_corpus()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    state = json.loads(bpe.to_str())["model"]
+    tokens = sorted(state["vocab"], key=state["vocab"].get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["merges"]]
+
+    def add_tokenizer(writer):
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2")
+        writer.add_token_list(tokens)
+        writer.add_token_types([3 if t in specials else 1 for t in tokens])
+        writer.add_token_merges(merges)
+        writer.add_eos_token_id(tokens.index("<|endoftext|>"))
+
+    path = tmp_path / "qwen2.gguf"
+    write_gguf(checkpoint("qwen2", False)[0], path, "qwen2", add_tokenizer)
+    ours = AutoTokenizer.from_pretrained(path)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    lines = corpus + ["<|im_start|>user\nHi 12345 there<|im_end|>", "don't  I'M  x\r\n\r\ny", "数字123456"]
+    got, expected = ours(lines)["input_ids"], theirs(lines)["input_ids"]
+    assert len(got) == len(expected) == len(lines)
+    for line, a, b in zip(lines, got, expected, strict=True):
+        assert a == b, line[:60]
+    assert got[-3][0] == tokens.index("<|im_start|>")  # a control token stays whole
+    assert ours.decode(got[-2]) == lines[-2]

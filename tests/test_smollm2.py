@@ -53,6 +53,7 @@ def test_smollm2_padded_batch_equals_unpadded_rows(smollm2_pair, tokenizer, side
             torch.testing.assert_close(logits[i][real], alone, atol=1e-4, rtol=0)
 
 
+@pytest.mark.usefixtures("one_thread")  # 386 s with two threads on a loaded 2-core machine (see one_thread)
 def test_smollm2_greedy_generation_matches_transformers_one_at_a_time_and_batched(smollm2_pair, tokenizer):
     ref, ours = smollm2_pair
     for prompt in PROMPTS:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..files import read_json, write_atomic
+from .watermarking import WatermarkingConfig
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -22,11 +23,11 @@ FIELDS = (
     # strategy
     "do_sample", "num_beams", "use_cache", "cache_implementation",
     # logits manipulation
-    "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+    "temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
     "repetition_penalty", "encoder_repetition_penalty", "length_penalty", "no_repeat_ngram_size",
     "encoder_no_repeat_ngram_size", "bad_words_ids", "renormalize_logits", "forced_bos_token_id",
     "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
-    "begin_suppress_tokens", "sequence_bias", "guidance_scale",
+    "begin_suppress_tokens", "sequence_bias", "guidance_scale", "watermarking_config",
     # outputs
     "num_return_sequences", "output_attentions", "output_hidden_states", "output_scores", "output_logits",
     "return_dict_in_generate",
@@ -84,6 +85,12 @@ class GenerationConfig:
                 setattr(self, key, value)
         self.validate()
 
+    def __setattr__(self, name, value):
+        # transformers takes the watermarking settings as a dict too; either way one WatermarkingConfig is kept
+        if name == "watermarking_config" and isinstance(value, dict):
+            value = WatermarkingConfig.from_dict(value)
+        super().__setattr__(name, value)
+
     # -- checks ---------------------------------------------------------------------------
     def validate(self):
         """Raise ValueError for a setting generate() cannot run with, naming the field and the value."""
@@ -110,6 +117,8 @@ class GenerationConfig:
             raise ValueError(f"`repetition_penalty` has to be a strictly positive float, but is {self.repetition_penalty}")
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"`max_time` must be a positive number of seconds, but is {self.max_time}.")
+        if self.watermarking_config is not None:
+            self.watermarking_config.validate()
         if self.do_sample is True:
             self._validate_sampling()
         if self.num_return_sequences is not None and self.num_return_sequences > 1:
@@ -151,7 +160,7 @@ class GenerationConfig:
                 continue
             if key == "transformers_version" and value is None:
                 continue
-            out[key] = copy.deepcopy(value)
+            out[key] = value.to_dict() if isinstance(value, WatermarkingConfig) else copy.deepcopy(value)
         return out
 
     def to_diff_dict(self) -> dict:

@@ -6,10 +6,15 @@ the text), like transformers, so a match found here is the one transformers find
 worked out the first time the token is seen, not for the whole vocabulary up front.
 """
 
+import copy
+import logging
 import time
+import warnings
 from abc import ABC, abstractmethod
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class StoppingCriteria(ABC):
@@ -40,13 +45,24 @@ class StoppingCriteriaList(list):
 
 
 class MaxLengthCriteria(StoppingCriteria):
-    """Done once the sequences, prompt included, hold `max_length` tokens."""
+    """Done once the sequences, prompt included, hold `max_length` tokens. Given the model's
+    `max_position_embeddings`, it warns (once) when generation runs past the model's context."""
 
-    def __init__(self, max_length: int):
+    def __init__(self, max_length: int, max_position_embeddings: int | None = None):
         self.max_length = max_length
+        self.max_position_embeddings = max_position_embeddings
+        self.warned = False
 
     def __call__(self, input_ids, scores, **kwargs):
-        done = input_ids.shape[1] >= self.max_length
+        length = input_ids.shape[1]
+        done = length >= self.max_length
+        context = self.max_position_embeddings
+        if context is not None and not done and length > context and not self.warned:
+            self.warned = True
+            logger.warning(
+                f"This generation has run past the model's predefined maximum length ({context}): depending on the "
+                "model, expect exceptions, worse output, or nothing at all."
+            )
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -63,14 +79,26 @@ class MaxTimeCriteria(StoppingCriteria):
 
 
 class EosTokenCriteria(StoppingCriteria):
-    """Done for the rows whose last token is one of `eos_token_id` (int, list or 1-D tensor)."""
+    """Done for the rows whose last `new_token_length` tokens hold one of `eos_token_id` (int, list or 1-D
+    tensor)."""
 
     def __init__(self, eos_token_id):
         self.eos_token_id = torch.as_tensor(eos_token_id, dtype=torch.long).reshape(-1)
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids, scores, new_token_length: int = 1, **kwargs):
         self.eos_token_id = self.eos_token_id.to(input_ids.device)
-        return torch.isin(input_ids[:, -1], self.eos_token_id)
+        return torch.isin(input_ids[:, -new_token_length:], self.eos_token_id).any(dim=-1)
+
+
+def validate_stopping_criteria(stopping_criteria: StoppingCriteriaList, max_length: int) -> StoppingCriteriaList:
+    """A copy of `stopping_criteria` that stops at `max_length`: a MaxLengthCriteria is added when there is
+    none; one with another length is kept, with a warning."""
+    criteria = copy.deepcopy(stopping_criteria)
+    if criteria.max_length is None:
+        criteria.append(MaxLengthCriteria(max_length=max_length))
+    elif criteria.max_length != max_length:
+        warnings.warn("You set different `max_length` for stopping criteria and `max_length` parameter", UserWarning)
+    return criteria
 
 
 def byte_level_decoder() -> dict[str, int]:

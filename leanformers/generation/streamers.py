@@ -4,13 +4,16 @@ TextStreamer decodes the tokens seen so far and emits only the text that can
 no longer change: whole words, CJK characters, and never a partial UTF-8
 character (a decode ending in U+FFFD waits for the next token).
 TextIteratorStreamer hands the same text pieces to another thread through a
-queue, so generate() can run in a background thread while the caller iterates.
+queue, so generate() can run in a background thread while the caller iterates;
+AsyncTextIteratorStreamer hands them to an asyncio event loop (a server's), to be
+read with `async for`.
 
 With stop strings (given to the streamer, or set by generate() from its
 `stop_strings`), text that may be the start of a stop string is held back
 until the next tokens tell, and nothing from a stop string on is emitted.
 """
 
+import asyncio
 import unicodedata
 from abc import ABC, abstractmethod
 from queue import Queue
@@ -155,4 +158,35 @@ class TextIteratorStreamer(TextStreamer):
         value = self.text_queue.get(timeout=self.timeout)  # raises queue.Empty after `timeout` seconds
         if value is self.stop_signal:
             raise StopIteration
+        return value
+
+
+class AsyncTextIteratorStreamer(TextStreamer):
+    """Iterate with `async for` over the text pieces that generate(), run in another thread, produces.
+
+    Create it inside the event loop that reads it (it binds to the running loop); `timeout` (seconds)
+    bounds each wait, then asyncio.TimeoutError (TimeoutError from Python 3.11 on) is raised.
+    """
+
+    def __init__(self, tokenizer, skip_prompt: bool = False, timeout: float | None = None, stop_strings=None,
+                 **decode_kwargs):  # fmt: skip
+        super().__init__(tokenizer, skip_prompt, stop_strings=stop_strings, **decode_kwargs)
+        self.text_queue: asyncio.Queue = asyncio.Queue()
+        self.stop_signal = None
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        # generate() runs in another thread: an asyncio.Queue may only be touched from its loop's thread
+        self.loop.call_soon_threadsafe(self.text_queue.put_nowait, text)
+        if stream_end:
+            self.loop.call_soon_threadsafe(self.text_queue.put_nowait, self.stop_signal)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        if value is self.stop_signal:
+            raise StopAsyncIteration
         return value

@@ -24,7 +24,34 @@ from ..config import PretrainedConfig
 from .beam_search import BeamSearch
 from .cache import KVCache
 from .config import GLOBAL_DEFAULTS, GenerationConfig
-from .logits_process import build_logits_processors, sample_next_token
+from .logits_process import (
+    ExponentialDecayLengthPenalty,
+    ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor,
+    InfNanRemoveLogitsProcessor,
+    LogitNormalization,
+    LogitsProcessorList,
+    MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    PrefixConstrainedLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+)
+from .sampling import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopHLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+    sample_next_token,
+)
 from .stopping_criteria import (
     EosTokenCriteria,
     MaxLengthCriteria,
@@ -38,13 +65,7 @@ logger = logging.getLogger(__name__)
 
 # Settings we read but do not implement: generate() refuses them rather than silently ignoring them.
 UNSUPPORTED = {
-    "sequence_bias": lambda v: bool(v),
     "guidance_scale": lambda v: v != 1,
-    "exponential_decay_length_penalty": lambda v: True,
-    "renormalize_logits": lambda v: bool(v),
-    "remove_invalid_values": lambda v: bool(v),
-    "epsilon_cutoff": lambda v: 0.0 < v < 1.0,
-    "eta_cutoff": lambda v: 0.0 < v < 1.0,
     "output_attentions": lambda v: bool(v),
     "output_hidden_states": lambda v: bool(v),
 }
@@ -297,6 +318,102 @@ def decode_steps(
             all_positions = torch.cat([all_positions, positions], dim=1)
 
 
+# -- processors and stopping criteria -------------------------------------------------------------
+def merge_by_type(defaults, custom):
+    """transformers' rule for the processors or stopping criteria a user passes to generate(): one of the
+    same type as a default takes that default's place; the others follow the defaults, in their order."""
+    custom = list(custom or ())
+    merged = []
+    for default in defaults:
+        same = next((c for c in custom if type(c) is type(default)), None)
+        if same is not None:
+            logger.warning(
+                f"A custom {type(same).__name__} was passed to generate(), which also made one from its settings: "
+                "the custom one is used."
+            )
+        merged.append(default if same is None else same)
+    return merged + [c for c in custom if not any(c is m for m in merged)]
+
+
+def build_logits_processors(
+    config,
+    prompt_length: int,
+    eos_token_ids=None,
+    pad_lengths=None,
+    user_processors=None,
+    vocab_size=None,
+    device=None,
+    prefix_allowed_tokens_fn=None,
+) -> LogitsProcessorList:
+    """The processors a (merged, defaults filled) GenerationConfig asks for, in transformers' order, with the
+    user's merged in (merge_by_type) before the sampling warpers; the watermark and the renormalization last.
+
+    `eos_token_ids` is a 1-D long tensor or None; `pad_lengths` (B,) holds each row's left padding.
+    With beam sampling, the sampling filters keep one token more than there are EOS ids, as transformers does.
+    transformers' generate() refuses an int temperature or repetition penalty (2 for 2.0); here it is taken.
+    """
+    processors = []
+    if config.sequence_bias is not None:
+        processors.append(SequenceBiasLogitsProcessor(config.sequence_bias))
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        penalty = float(config.repetition_penalty)
+        processors.append(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=pad_lengths))
+    if config.no_repeat_ngram_size:
+        processors.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+    if config.bad_words_ids is not None:
+        processors.append(NoBadWordsLogitsProcessor(config.bad_words_ids, eos_token_ids))
+    if eos_token_ids is not None and config.min_length:
+        processors.append(MinLengthLogitsProcessor(config.min_length, eos_token_ids, device=device))
+    if eos_token_ids is not None and config.min_new_tokens:
+        processors.append(
+            MinNewTokensLengthLogitsProcessor(prompt_length, config.min_new_tokens, eos_token_ids, device=device)
+        )
+    if prefix_allowed_tokens_fn is not None:
+        rows_per_prompt = max(config.num_beams, config.num_return_sequences)
+        processors.append(PrefixConstrainedLogitsProcessor(prefix_allowed_tokens_fn, rows_per_prompt))
+    if config.forced_bos_token_id is not None:
+        processors.append(ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
+    if config.forced_eos_token_id is not None:
+        processors.append(ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id, device=device))
+    if config.remove_invalid_values:
+        processors.append(InfNanRemoveLogitsProcessor())
+    if config.exponential_decay_length_penalty is not None:
+        processors.append(
+            ExponentialDecayLengthPenalty(config.exponential_decay_length_penalty, eos_token_ids, prompt_length)
+        )
+    if config.suppress_tokens is not None:
+        processors.append(SuppressTokensLogitsProcessor(config.suppress_tokens, device=device))
+    if config.begin_suppress_tokens is not None:
+        begin_index = prompt_length + (1 if prompt_length == 1 and config.forced_bos_token_id is not None else 0)
+        processors.append(SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, begin_index, device))
+    processors = LogitsProcessorList(merge_by_type(processors, user_processors))
+    if config.do_sample:
+        keep = 1
+        if config.num_beams and config.num_beams > 1:
+            keep = (eos_token_ids.numel() if eos_token_ids is not None else 1) + 1
+        if config.temperature is not None and config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(float(config.temperature)))
+        if config.top_h is not None:
+            processors.append(TopHLogitsWarper(config.top_h))
+        if config.top_k:
+            processors.append(TopKLogitsWarper(config.top_k, min_tokens_to_keep=keep))
+        if config.top_p is not None and config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(config.top_p, min_tokens_to_keep=keep))
+        if config.min_p is not None:
+            processors.append(MinPLogitsWarper(config.min_p, min_tokens_to_keep=keep))
+        if config.typical_p is not None and config.typical_p < 1.0:
+            processors.append(TypicalLogitsWarper(config.typical_p, min_tokens_to_keep=keep))
+        if config.epsilon_cutoff is not None and 0.0 < config.epsilon_cutoff < 1.0:
+            processors.append(EpsilonLogitsWarper(config.epsilon_cutoff, min_tokens_to_keep=keep))
+        if config.eta_cutoff is not None and 0.0 < config.eta_cutoff < 1.0:
+            processors.append(EtaLogitsWarper(config.eta_cutoff, min_tokens_to_keep=keep, device=device))
+    if config.watermarking_config is not None:  # after every other change to the scores, as in transformers
+        processors.append(config.watermarking_config.construct_processor(vocab_size, device))
+    if config.renormalize_logits:
+        processors.append(LogitNormalization())
+    return processors
+
+
 # -- generate() ------------------------------------------------------------------------------------
 def refuse_settings_on_model_config(model_config):
     """Raise for generation settings set on the model config by hand (`config.do_sample = True`): v4 applied
@@ -324,6 +441,7 @@ class GenerationMixin:
         generator=None,
         logits_processor=None,
         stopping_criteria=None,
+        prefix_allowed_tokens_fn=None,
         tokenizer=None,
         output_logprobs: bool = False,
         echo: bool = False,
@@ -335,6 +453,9 @@ class GenerationMixin:
 
         Keyword arguments override the generation config (`max_new_tokens=`, `do_sample=`, `num_beams=`, ...).
         `generator` (a torch.Generator) makes sampling reproducible without touching the global RNG.
+        `logits_processor` / `stopping_criteria`: lists of the user's own, merged with the ones the settings ask for
+        as transformers does (see merge_by_type); a MaxLengthCriteria among them sets where generation stops.
+        `prefix_allowed_tokens_fn(batch_id, row_ids) -> allowed token ids` constrains every step.
         `tokenizer` is needed for `stop_strings`. `output_logprobs=True` adds each generated token's
         log-probability, `echo=True` each prompt token's (computed in the prefill); both imply the dict output.
         `past_key_values=` / `cache=`: a KVCache to fill and reuse across calls (only the part of the prompt
@@ -413,22 +534,27 @@ class GenerationMixin:
             user_processors=logits_processor,
             vocab_size=vocab_size,
             device=device,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
         )
-        criteria = StoppingCriteriaList(stopping_criteria or ())
+        # Without beams the loop itself stops at max_length and at EOS (padding the rows that are done).
+        defaults = [MaxLengthCriteria(config.max_length)] if num_beams > 1 else []
         if config.max_time is not None:
-            criteria.append(MaxTimeCriteria(config.max_time))
+            defaults.append(MaxTimeCriteria(config.max_time))
         if stop_strings:
-            criteria.append(StopStringCriteria(tokenizer, stop_strings))
+            defaults.append(StopStringCriteria(tokenizer, stop_strings))
             if streamer is not None and hasattr(streamer, "set_stop_strings"):
                 streamer.set_stop_strings(stop_strings)
+        if num_beams > 1 and eos_token_ids is not None:
+            defaults.append(EosTokenCriteria(eos_token_ids))
+        criteria = StoppingCriteriaList(merge_by_type(defaults, stopping_criteria))
+        if criteria.max_length is not None:
+            # the user's MaxLengthCriteria decides the length, as in transformers (where it replaces its own)
+            max_new_tokens = max(criteria.max_length - prompt_len, 1)
         beams = None
         if num_beams > 1:
-            criteria.append(MaxLengthCriteria(config.max_length))
-            if eos_token_ids is not None:
-                criteria.append(EosTokenCriteria(eos_token_ids))
             fill = -1 if eos_token_ids is None else (pad_token_id or int(eos_token_ids[0]))
             beams = BeamSearch(
-                batch, num_beams, prompt_len, config.max_length,
+                batch, num_beams, prompt_len, prompt_len + max_new_tokens,
                 num_eos=0 if eos_token_ids is None else eos_token_ids.numel(),
                 length_penalty=config.length_penalty, early_stopping=config.early_stopping,
                 do_sample=config.do_sample, generator=generator, stopping_criteria=criteria,

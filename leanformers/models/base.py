@@ -18,10 +18,12 @@ from torch import nn
 from ..config import PretrainedConfig, load_config_dict
 from ..generation.config import GENERATION_CONFIG_NAME, GenerationConfig
 from ..generation.utils import GenerationMixin
-from ..gguf import load_gguf_state_dict
+from ..gguf import load_gguf_state_dict, read_gguf_tensors
 from ..hub import resolve_model_path
+from ..kernels import KERNEL_TYPES
 from ..weights import SAFE_WEIGHTS_NAME, load_state_dict, save_safetensors
 from .layers import link_sibling_linears
+from .quantized import QuantizedEmbedding, QuantizedLinear, dequantize_model, is_quantized, use_quantized_weights
 
 logger = logging.getLogger("leanformers")
 
@@ -147,7 +149,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
-            nn.init.ones_(module.weight)
+            # A norm that scales by (weight_offset + weight), Gemma's 1 + weight, starts as the identity too.
+            nn.init.constant_(module.weight, 1.0 - getattr(module, "weight_offset", 0.0))
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
@@ -169,7 +172,11 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     def tie_weights(self):
         output = self.get_output_embeddings()
         if output is not None and getattr(self.config, "tie_word_embeddings", False):
-            output.weight = self.get_input_embeddings().weight
+            embedding = self.get_input_embeddings()
+            if isinstance(output, QuantizedLinear) and isinstance(embedding, QuantizedEmbedding):
+                output.qweight = embedding.qweight  # quantized layers share their blocks
+            else:
+                output.weight = embedding.weight
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
                                 mean_resizing: bool = True) -> nn.Embedding:
@@ -305,7 +312,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, torch_dtype=None,
                         device=None, device_map=None, gguf_file=None, revision=None,
-                        ignore_mismatched_sizes=False, **kwargs):
+                        ignore_mismatched_sizes=False, dequantize=True, **kwargs):
+        """dequantize=False (GGUF files only) keeps the file's Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K and Q6_K
+        weights as their blocks, in QuantizedLinear and QuantizedEmbedding layers (models/quantized.py)."""
         for key in IGNORED_LOAD_KWARGS:
             kwargs.pop(key, None)
         path = resolve_model_path(pretrained_model_name_or_path, gguf_file=gguf_file, revision=revision)
@@ -320,12 +329,18 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         device = resolve_load_device(device if device is not None else device_map)
         dtype = resolve_dtype(dtype, config.dtype, device)
 
-        if path.suffix == ".gguf":
+        quantized = {}
+        if not dequantize and path.suffix != ".gguf":
+            raise ValueError(f"dequantize=False keeps a GGUF file's quantized weights; {path} is not a GGUF file")
+        if path.suffix == ".gguf" and not dequantize:
+            (state_dict, quantized), source = read_gguf_tensors(path, keep_types=KERNEL_TYPES), path
+        elif path.suffix == ".gguf":
             state_dict, source = load_gguf_state_dict(path, dtype if dtype.is_floating_point else torch.float32), path
         else:
             state_dict, source = load_state_dict(path), path / "(weights)"
         with torch.device("meta"):
             model = cls(config)
+        use_quantized_weights(model, quantized, state_dict)
         model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)
         model.to(device=device)
         for param in model.parameters():  # buffers such as rotary frequencies stay in fp32
@@ -391,8 +406,10 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         output = self.get_output_embeddings()
         if output is None or not getattr(self.config, "tie_word_embeddings", False):
             return set()
-        return {name for name, p in self.named_parameters(remove_duplicate=False) if p is output.weight} - {
-            name for name, p in self.named_parameters() if p is output.weight}
+        named, tensor = ((self.named_buffers, output.qweight) if isinstance(output, QuantizedLinear)
+                         else (self.named_parameters, output.weight))
+        return {name for name, t in named(remove_duplicate=False) if t is tensor} - {
+            name for name, t in named() if t is tensor}
 
     def initialize_missing(self, names):
         modules = dict(self.named_modules())
@@ -410,7 +427,14 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             self.init_weights_of(modules[name])
 
     # -- saving ---------------------------------------------------------------------------
+    def dequantize(self):
+        """Quantized layers back to plain fp32 ones (transformers' name for it); returns the model."""
+        return dequantize_model(self)
+
     def save_pretrained(self, save_directory, state_dict=None, safe_serialization=True, **kwargs):
+        if is_quantized(self):
+            raise ValueError(f"{type(self).__name__} holds quantized layers (GGUF blocks), which a safetensors "
+                             "checkpoint for transformers cannot hold; call model.dequantize() first")
         if not safe_serialization:
             raise ValueError("leanformers writes safetensors only; pickled .bin files can execute code when loaded")
         save_directory = Path(save_directory)

@@ -107,6 +107,13 @@ class RMSNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+def rms_norm(x, weight, eps: float):
+    """F.rms_norm(x, weight) of fp32 x and weight; through RMSNormFunction when it trains."""
+    if trains_plainly(x) and (x.requires_grad or weight.requires_grad):
+        return RMSNormFunction.apply(x, weight, eps)
+    return F.rms_norm(x, weight.shape, weight, eps)  # one fused op
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -115,9 +122,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            if trains_plainly(x) and (x.requires_grad or self.weight.requires_grad):
-                return RMSNormFunction.apply(x, self.weight, self.variance_epsilon)
-            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)  # one fused op
+            return rms_norm(x, self.weight, self.variance_epsilon)
         # As the reference: normalise in fp32 (rms_norm upcasts), round to x's dtype, then scale by the weight.
         return self.weight * F.rms_norm(x, self.weight.shape, None, self.variance_epsilon)
 
@@ -627,21 +632,22 @@ def linear_cross_entropy(hidden, weight, labels, ignore_index: int = -100, num_i
 
 
 def causal_lm_head(lm_head: nn.Module, hidden, labels=None, logits_to_keep=0, num_items_in_batch=None,
-                   skip_logits: bool = False):
+                   skip_logits: bool = False, softcap: float | None = None):
     """(loss or None, logits or None) of a causal LM's head over the last hidden states (B, T, C).
 
     skip_logits=True (it needs labels) returns the loss without logits, from linear_cross_entropy: no
     (B, T, V) logits, log-probabilities or gradients of them are held (SmolLM2-135M at 4 x 256 tokens: 201 MB
     each, the largest tensors of its training step). A head that is not a plain bias-free linear layer (one
-    wrapped by an adapter) computes its logits as usual and drops them.
+    wrapped by an adapter), or logits soft-capped to (-softcap, softcap) by softcap * tanh(logits / softcap)
+    (Gemma), computes its logits as usual, the loss over them, and drops them.
     """
-    if not skip_logits:
-        logits = lm_head(keep_last(hidden, logits_to_keep))  # (B, T, V)
-        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
-        return loss, logits
-    if labels is None:
+    if skip_logits and labels is None:
         raise ValueError("skip_logits=True returns only the loss, so it needs labels")
-    if isinstance(lm_head, nn.Linear) and lm_head.bias is None:
+    if skip_logits and softcap is None and isinstance(lm_head, nn.Linear) and lm_head.bias is None:
         drop_decode_copies(lm_head)
         return linear_cross_entropy(hidden, lm_head.weight, labels, num_items_in_batch=num_items_in_batch), None
-    return causal_lm_loss(lm_head(hidden), labels, num_items_in_batch=num_items_in_batch), None
+    logits = lm_head(keep_last(hidden, logits_to_keep))  # (B, T, V)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+    return loss, None if skip_logits else logits

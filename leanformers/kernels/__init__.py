@@ -1,0 +1,119 @@
+"""Native CPU kernels, compiled on first use, and the eager PyTorch twin of each.
+
+quant.c holds matrix-vector products over GGUF quantized blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K)
+and the dequantization of chosen rows. It is compiled with the system C compiler (`cc`, or $CC) into the
+leanformers cache, under a name keyed by the source, the compiler and this CPU's flags, with -march=native:
+the compiler picks AVX2, AVX-512 or plain C for the machine it runs on (a build that fails with it is
+retried without). Bound through ctypes; OpenMP threads come from the libgomp torch has already loaded, so
+the kernels and torch share one thread pool. Without a compiler, or with LEANFORMERS_KERNELS=0, the eager
+twins run: the same blocks dequantized by gguf_quants.py and multiplied by torch.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from ..files import leanformers_cache_dir
+from ..gguf_quants import BLOCK_DEQUANTIZERS
+
+logger = logging.getLogger(__name__)
+
+# GGUF type -> (ggml's type number, weights per block, bytes per block)
+KERNEL_TYPES = {"Q8_0": (8, 32, 34), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22),
+                "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210)}
+MAX_MATVEC_ROWS = 16  # the kernel keeps one accumulator per input row
+SOURCE = Path(__file__).with_name("quant.c")
+
+
+def cpu_flags() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return line.partition(":")[2].strip()
+    return ""
+
+
+def compile_library(compiler: str, target: Path, flags: list) -> bool:
+    """quant.c built with `flags` (e.g. ["-march=native"]) into target; False when the compiler refuses."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    result = subprocess.run([compiler, "-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", *flags,
+                             str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        logger.warning("leanformers: compiling %s with %s failed: %s", SOURCE.name, flags or "no flags",
+                       result.stderr.strip()[-500:])
+        return False
+    os.replace(partial, target)
+    return True
+
+
+def bind(path: Path):
+    library = ctypes.CDLL(str(path))
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    library.lf_quantized_matvec.argtypes = [ctypes.c_int, pointer, size, size, pointer, size, pointer, ctypes.c_int]
+    library.lf_dequantize_rows.argtypes = [ctypes.c_int, pointer, size, pointer, size, pointer, ctypes.c_int]
+    return library
+
+
+@functools.lru_cache(maxsize=1)
+def native_library():
+    """The compiled kernels (ctypes), or None: LEANFORMERS_KERNELS=0, no compiler, or a failed build. Built
+    for this CPU (-march=native: AVX-512, AVX2 or plain C as it has them), else with no flags at all."""
+    if os.environ.get("LEANFORMERS_KERNELS", "1") == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        return None
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + cpu_flags().encode()).hexdigest()[:16]
+    target = leanformers_cache_dir() / "kernels" / f"quant-{key}.so"
+    if not target.is_file() and not any(compile_library(compiler, target, flags) for flags in (["-march=native"], [])):
+        return None
+    return bind(target)
+
+
+def kernels_available() -> bool:
+    return native_library() is not None
+
+
+def quantized_matvec(blocks: torch.Tensor, type_name: str, x: torch.Tensor, library=None):
+    """x (B, K) fp32 @ W.T for W (N, K) held as blocks (N, bytes per row) uint8: (B, N) fp32, or None where
+    the native kernel cannot run (no library, a type without a kernel, B over MAX_MATVEC_ROWS). `library`:
+    another build of the kernels than this machine's (tests run each instruction set the CPU has)."""
+    library = library or native_library()
+    if library is None or type_name not in KERNEL_TYPES or not 1 <= x.shape[0] <= MAX_MATVEC_ROWS:
+        return None
+    x = x.contiguous()
+    y = torch.empty(x.shape[0], blocks.shape[0], dtype=torch.float32)
+    library.lf_quantized_matvec(KERNEL_TYPES[type_name][0], blocks.data_ptr(), blocks.shape[0], x.shape[1],
+                                x.data_ptr(), x.shape[0], y.data_ptr(), torch.get_num_threads())
+    return y
+
+
+def dequantize_rows(blocks: torch.Tensor, type_name: str, in_features: int, rows: torch.Tensor | None = None,
+                    start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Rows of W (given ids, or start:stop) from its blocks, as (count, in_features) fp32: natively when the
+    kernels are built, else by gguf_quants' torch functions (the eager twin; the same floats)."""
+    library = native_library()
+    if rows is None:
+        rows = torch.arange(start, blocks.shape[0] if stop is None else min(stop, blocks.shape[0]))
+    rows = rows.reshape(-1).long()
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= blocks.shape[0]):
+        raise IndexError(f"rows outside the weight's {blocks.shape[0]}")  # the native loop would read past it
+    if library is not None and type_name in KERNEL_TYPES:
+        rows = rows.contiguous()
+        out = torch.empty(rows.shape[0], in_features, dtype=torch.float32)
+        library.lf_dequantize_rows(KERNEL_TYPES[type_name][0], blocks.data_ptr(), in_features, rows.data_ptr(),
+                                   rows.shape[0], out.data_ptr(), torch.get_num_threads())
+        return out
+    block_bytes = KERNEL_TYPES[type_name][2]
+    picked = blocks.index_select(0, rows).reshape(-1, block_bytes)
+    return BLOCK_DEQUANTIZERS[type_name](picked).reshape(rows.shape[0], in_features)
