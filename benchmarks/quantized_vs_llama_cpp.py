@@ -10,29 +10,20 @@ and the ratio.
 """
 
 import argparse
-import time
 
 import torch
 
 from leanformers import AutoModelForCausalLM
 from leanformers.hub import bundled_model_path
+from decode import best_time
 from machine import cpu_description
-
-
-def best(repeats, fn):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(name, prefill, decode, short, prompt, args, rates, firsts):
     """Decode rate (the new tokens' time, less a prefill of the same short prompt) and first-token time."""
     decode()  # warm-up
-    rates[name] = args.new_tokens / (best(args.repeats, decode) - best(args.repeats, lambda: prefill(short)))
-    firsts[name] = best(args.repeats, lambda: prefill(prompt))
+    rates[name] = args.new_tokens / (best_time(args.repeats, decode) - best_time(args.repeats, lambda: prefill(short)))
+    firsts[name] = best_time(args.repeats, lambda: prefill(prompt))
 
 
 def main():
@@ -61,7 +52,6 @@ def main():
                           do_sample=False)
 
     measure("leanformers", ours_prefill, ours_decode, short, prompt, args, rates, firsts)
-    del ours
     theirs = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
 
     def theirs_prefill(tokens):
