@@ -73,25 +73,29 @@ static inline void block_q5_0(const uint8_t *b, float *y) { /* d | 32 fifth bits
     }
 }
 
-static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *mn) {
+/* Q4_K/Q5_K: sub-block j's (of 8) scale d * sc and min dmin * mn, its 6-bit sc and mn packed in 12 bytes
+ * after the block's d and dmin. */
+static inline void k_scale_min(const uint8_t *block, int j, float d, float dmin, float *scale, float *min) {
+    const uint8_t *q = block + 4;
+    int sc, mn;
     if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
+        sc = q[j] & 63;
+        mn = q[j + 4] & 63;
     } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
     }
+    *scale = d * (float)sc;
+    *min = dmin * (float)mn;
 }
 
 static inline void block_q4_k(const uint8_t *b, float *y) { /* d | dmin | 12 bytes of scales | 128 of nibbles */
     float d = half_to_float(b), dmin = half_to_float(b + 2);
-    const uint8_t *scales = b + 4, *q = b + 16;
+    const uint8_t *q = b + 16;
     for (int chunk = 0; chunk < 4; chunk++, q += 32, y += 64) {
-        int sc, mn;
-        scale_min_k4(2 * chunk, scales, &sc, &mn);
-        float d1 = d * (float)sc, m1 = dmin * (float)mn;
-        scale_min_k4(2 * chunk + 1, scales, &sc, &mn);
-        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        float d1, m1, d2, m2;
+        k_scale_min(b, 2 * chunk, d, dmin, &d1, &m1);
+        k_scale_min(b, 2 * chunk + 1, d, dmin, &d2, &m2);
         for (int l = 0; l < 32; l++) {
             y[l] = d1 * (float)(q[l] & 0xF) - m1;
             y[l + 32] = d2 * (float)(q[l] >> 4) - m2;
@@ -101,13 +105,11 @@ static inline void block_q4_k(const uint8_t *b, float *y) { /* d | dmin | 12 byt
 
 static inline void block_q5_k(const uint8_t *b, float *y) { /* d | dmin | scales | 32 bytes of fifth bits | nibbles */
     float d = half_to_float(b), dmin = half_to_float(b + 2);
-    const uint8_t *scales = b + 4, *qh = b + 16, *q = b + 48;
+    const uint8_t *qh = b + 16, *q = b + 48;
     for (int chunk = 0; chunk < 4; chunk++, q += 32, y += 64) {
-        int sc, mn;
-        scale_min_k4(2 * chunk, scales, &sc, &mn);
-        float d1 = d * (float)sc, m1 = dmin * (float)mn;
-        scale_min_k4(2 * chunk + 1, scales, &sc, &mn);
-        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        float d1, m1, d2, m2;
+        k_scale_min(b, 2 * chunk, d, dmin, &d1, &m1);
+        k_scale_min(b, 2 * chunk + 1, d, dmin, &d2, &m2);
         uint8_t u1 = (uint8_t)(1u << (2 * chunk)), u2 = (uint8_t)(2u << (2 * chunk));
         for (int l = 0; l < 32; l++) {
             y[l] = d1 * (float)((q[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
@@ -263,12 +265,12 @@ DOT_GROUPS(q4_k, 256, 144, {
     float d = half_to_float(block), dmin = half_to_float(block + 2);
     for (int chunk = 0; chunk < 4; chunk++) {
         const uint8_t *q = block + 16 + 32 * chunk;
-        int sc, mn;
         __m128i v0 = load16(q), v1 = load16(q + 16);
-        scale_min_k4(2 * chunk, block + 4, &sc, &mn);
-        fill(&grp[2 * chunk], low_nibbles(v0), low_nibbles(v1), 0, d * (float)sc, -dmin * (float)mn);
-        scale_min_k4(2 * chunk + 1, block + 4, &sc, &mn);
-        fill(&grp[2 * chunk + 1], high_nibbles(v0), high_nibbles(v1), 0, d * (float)sc, -dmin * (float)mn);
+        float scale, min;
+        k_scale_min(block, 2 * chunk, d, dmin, &scale, &min);
+        fill(&grp[2 * chunk], low_nibbles(v0), low_nibbles(v1), 0, scale, -min);
+        k_scale_min(block, 2 * chunk + 1, d, dmin, &scale, &min);
+        fill(&grp[2 * chunk + 1], high_nibbles(v0), high_nibbles(v1), 0, scale, -min);
     }
 })
 DOT_GROUPS(q5_k, 256, 176, {
@@ -276,14 +278,14 @@ DOT_GROUPS(q5_k, 256, 176, {
     const uint8_t *qh = block + 16;
     for (int chunk = 0; chunk < 4; chunk++) {
         const uint8_t *q = block + 48 + 32 * chunk;
-        int sc, mn;
         __m128i v0 = load16(q), v1 = load16(q + 16);
-        scale_min_k4(2 * chunk, block + 4, &sc, &mn);
+        float scale, min;
+        k_scale_min(block, 2 * chunk, d, dmin, &scale, &min);
         fill(&grp[2 * chunk], _mm_or_si128(low_nibbles(v0), fifth_bit(qh, 2 * chunk)),
-             _mm_or_si128(low_nibbles(v1), fifth_bit(qh + 16, 2 * chunk)), 0, d * (float)sc, -dmin * (float)mn);
-        scale_min_k4(2 * chunk + 1, block + 4, &sc, &mn);
+             _mm_or_si128(low_nibbles(v1), fifth_bit(qh + 16, 2 * chunk)), 0, scale, -min);
+        k_scale_min(block, 2 * chunk + 1, d, dmin, &scale, &min);
         fill(&grp[2 * chunk + 1], _mm_or_si128(high_nibbles(v0), fifth_bit(qh, 2 * chunk + 1)),
-             _mm_or_si128(high_nibbles(v1), fifth_bit(qh + 16, 2 * chunk + 1)), 0, d * (float)sc, -dmin * (float)mn);
+             _mm_or_si128(high_nibbles(v1), fifth_bit(qh + 16, 2 * chunk + 1)), 0, scale, -min);
     }
 })
 
