@@ -340,7 +340,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             state_dict, source = load_state_dict(path), path / "(weights)"
         with torch.device("meta"):
             model = cls(config)
-        use_quantized_weights(model, quantized, state_dict)
+        if quantized:
+            use_quantized_weights(model, quantized, state_dict)
         model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)
         model.to(device=device)
         for param in model.parameters():  # buffers such as rotary frequencies stay in fp32
