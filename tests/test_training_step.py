@@ -214,3 +214,54 @@ def test_smollm2_training_step_without_logits_matches_transformers(smollm2_pair)
     got, grads = training_step(ours, ids, labels, num_items_in_batch=torch.tensor(70), skip_logits=True)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=0)
     assert_same_gradients(grads, expected_grads)
+
+
+def kept_activation_bytes(model, ids, labels, monkeypatch, recompute: bool) -> int:
+    """Bytes of the activations one training forward keeps for the backward pass (distinct storages, no
+    parameters): every tensor autograd keeps passes through RecomputedNormOutputs.pack, which is watched."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+    pack = layers.RecomputedNormOutputs.pack if recompute else lambda self, t: t
+
+    def watched_pack(self, t):
+        packed = pack(self, t)
+        if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in params:
+            kept[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
+        return packed
+
+    monkeypatch.setattr(layers.RecomputedNormOutputs, "pack", watched_pack)
+    model(input_ids=ids, labels=labels, skip_logits=True)
+    return sum(kept.values())
+
+
+def test_norm_outputs_kept_for_the_backward_are_recomputed_bit_for_bit(llama_checkpoint, monkeypatch):
+    """A linear layer after an RMSNorm keeps its input for the backward pass; the decoder keeps a recipe
+    instead (RecomputedNormOutputs). The gradients are bit-identical to those of the graph that keeps the
+    norm's output, and the activations kept per step are smaller by two (B, T, hidden) tensors per layer."""
+    _, folder = llama_checkpoint("untied")
+    model = LlamaForCausalLM.from_pretrained(folder).train()
+    ids, labels = random_batch()
+    got, grads = training_step(model, ids, labels, skip_logits=True)
+    recomputed_bytes = kept_activation_bytes(model, ids, labels, monkeypatch, recompute=True)
+    kept_bytes = kept_activation_bytes(model, ids, labels, monkeypatch, recompute=False)
+    expected, expected_grads = training_step(model, ids, labels, skip_logits=True)  # pack keeps every tensor
+    assert torch.equal(got.loss, expected.loss)
+    for (name, grad), (ref_name, ref_grad) in zip(sorted(grads.items()), sorted(expected_grads.items()), strict=True):
+        assert name == ref_name and torch.equal(grad, ref_grad), name
+    hidden = model.config.hidden_size
+    assert kept_bytes - recomputed_bytes == 2 * model.config.num_hidden_layers * ids.numel() * hidden * 4
+
+
+def test_a_recipe_is_not_taken_for_a_tensor_that_reuses_a_dead_outputs_memory():
+    hooks = layers.RecomputedNormOutputs()
+    x, weight = torch.randn(3, 8, requires_grad=True), torch.ones(8, requires_grad=True)
+    with hooks:
+        out = layers.rms_norm(x, weight, 1e-6)
+        packed_view = hooks.pack(out.view(24))
+        address = out.untyped_storage().data_ptr()
+        del out
+        stranger = torch.zeros(3, 8)
+        hooks.recipes[stranger.untyped_storage().data_ptr()] = hooks.recipes.pop(address)
+        assert hooks.pack(stranger) is stranger
+    assert torch.equal(hooks.unpack(packed_view), F.rms_norm(x, (8,), weight, 1e-6).detach().view(24))
+    assert layers.RecomputedNormOutputs.active is None
