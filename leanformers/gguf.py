@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import re
+import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,21 +50,93 @@ SUPPORTED_GGUF_ARCHITECTURES = tuple(GGUF_ARCHITECTURES)
 
 
 def gguf_reader(path):
-    """The gguf package's reader of a file: its parse of the header takes seconds on a large vocabulary
-    (10 s for Gemma 3's 262k tokens), so the last file's reader is kept for the next call (a first load
-    reads the metadata, then the tensors)."""
-    stat = os.stat(path)
-    return cached_gguf_reader(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1)
-def cached_gguf_reader(path: str, size: int, mtime_ns: int):
+    """The gguf package's reader of a file, for its metadata (read once per file: gguf_metadata caches it)."""
     import gguf
 
     try:
         return gguf.GGUFReader(path)
     except Exception as err:
         raise OSError(f"{path} is not a readable GGUF file ({err})") from None
+
+
+# GGUF metadata value types -> bytes per value; 8 is a string (u64 length + bytes), 9 an array (u32 element
+# type, u64 count, the elements).
+GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_ELEMENT_TYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+                      "I32": np.int32, "I64": np.int64}  # the other types' tensors are read as bytes
+
+
+class GGUFTensor(NamedTuple):
+    name: str
+    type_name: str  # GGML type: F32, Q4_1, ...
+    data: np.ndarray  # as the gguf package gives it: (rows..., columns) floats, or (rows..., bytes per row) uint8
+
+
+def gguf_tensors(path) -> list[GGUFTensor]:
+    """A GGUF file's tensors, their data read in place: a copy-on-write memory map of the file, so a weight
+    kept as its blocks costs no copy, and nothing is read until it is used. Only the header is walked; the
+    gguf package's reader also turns every metadata entry into arrays (157 MB kept for SmolLM2's 49k-token
+    vocabulary; seconds for Gemma 3's 262k)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import quant_shape_to_byte_shape
+
+    try:
+        data = np.memmap(path, mode="c")
+        buffer = memoryview(data)
+        magic, _version, n_tensors, n_fields = struct.unpack_from("<4sIQQ", buffer, 0)
+        if magic != b"GGUF":
+            raise ValueError("no GGUF magic number")
+        offset, alignment = 24, 32
+
+        def string(at):
+            (length,) = struct.unpack_from("<Q", buffer, at)
+            return bytes(buffer[at + 8 : at + 8 + length]).decode("utf-8"), at + 8 + length
+
+        def skip_value(kind, at):
+            if kind == GGUF_STRING:
+                return string(at)[1]
+            if kind != GGUF_ARRAY:
+                return at + GGUF_SCALAR_BYTES[kind]
+            element_kind, count = struct.unpack_from("<IQ", buffer, at)
+            at += 12
+            if element_kind in GGUF_SCALAR_BYTES:
+                return at + count * GGUF_SCALAR_BYTES[element_kind]
+            for _ in range(count):
+                at = skip_value(element_kind, at)
+            return at
+
+        for _ in range(n_fields):
+            key, offset = string(offset)
+            (kind,) = struct.unpack_from("<I", buffer, offset)
+            if key == "general.alignment":
+                (alignment,) = struct.unpack_from("<I", buffer, offset + 4)
+            offset = skip_value(kind, offset + 4)
+        infos = []
+        for _ in range(n_tensors):
+            name, offset = string(offset)
+            (n_dims,) = struct.unpack_from("<I", buffer, offset)
+            dims = struct.unpack_from(f"<{n_dims}Q", buffer, offset + 4)
+            kind, start = struct.unpack_from("<IQ", buffer, offset + 4 + 8 * n_dims)
+            infos.append((name, dims, GGMLQuantizationType(kind), start))
+            offset += 4 + 8 * n_dims + 12
+        data_start = -(-offset // alignment) * alignment
+        tensors = []
+        for name, dims, kind, start in infos:
+            shape = tuple(reversed(dims))  # GGUF lists the fastest-moving dimension first
+            block_size, block_bytes = GGML_QUANT_SIZES[kind]
+            element = GGUF_ELEMENT_TYPES.get(kind.name)
+            at = data_start + start
+            if element is None:  # quantized (or bf16): bytes, a row's blocks per row
+                shape = quant_shape_to_byte_shape(shape, kind)
+                element = np.uint8
+            count = int(np.prod(shape))
+            array = data[at : at + count * np.dtype(element).itemsize].view(element).reshape(shape)
+            tensors.append(GGUFTensor(name, kind.name, array))
+        return tensors
+    except (ValueError, struct.error, KeyError, UnicodeDecodeError) as err:
+        raise OSError(f"{path} is not a readable GGUF file ({err})") from None
+
 
 
 def gguf_fields(reader) -> dict:
@@ -194,18 +268,17 @@ def read_gguf_tensors(path, keep_types=()) -> tuple[dict, dict]:
     uint8, rows in Hugging Face order; every other tensor is dequantized."""
     fields = gguf_metadata(path)  # cached: the reader's own field parsing takes seconds
     arch = gguf_architecture(path, fields)
-    reader = gguf_reader(path)
     n_heads = fields[f"{arch}.attention.head_count"]
     n_kv_heads = fields.get(f"{arch}.attention.head_count_kv", n_heads)
     state_dict, quantized = {}, {}
-    for tensor in reader.tensors:
+    for tensor in gguf_tensors(path):
         name = gguf_to_hf_name(tensor.name, arch)
         if name is None:
             continue  # e.g. rope_freqs: derived from the config here
-        type_name = tensor.tensor_type.name
+        type_name = tensor.type_name
         keep = type_name in keep_types and name.endswith(".weight") and tensor.data.ndim == 2
-        try:
-            weight = torch.from_numpy(np.array(tensor.data, dtype=np.uint8)) if keep else dequantize(tensor.data, type_name)
+        try:  # kept blocks stay in the file's memory map (copy-on-write: torch may write to them)
+            weight = torch.from_numpy(tensor.data) if keep else dequantize(tensor.data, type_name)
         except ValueError as err:
             raise ValueError(f"{path}: tensor {tensor.name}: {err}") from None
         if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):

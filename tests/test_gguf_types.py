@@ -1,6 +1,8 @@
 """Every GGUF tensor type we read, bit for bit against the `gguf` package's reference dequantizer on
 random blocks; types we cannot read, and architectures we do not support, refused by name."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 
 from leanformers import gguf_quants  # noqa: E402
-from leanformers.gguf import SUPPORTED_GGUF_ARCHITECTURES, load_gguf_state_dict  # noqa: E402
+from leanformers.gguf import SUPPORTED_GGUF_ARCHITECTURES, gguf_tensors, load_gguf_state_dict  # noqa: E402
 
 # Byte offsets, inside one block, of the fp16 scale fields: random bytes there could be inf or NaN.
 FP16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82],
@@ -111,3 +113,55 @@ def test_gguf_of_unsupported_architecture_names_it_and_lists_the_supported_ones(
     with pytest.raises(ValueError, match=r"architecture 'rwkv6' is not supported") as caught:
         load_gguf_state_dict(path)
     assert all(arch in str(caught.value) for arch in SUPPORTED_GGUF_ARCHITECTURES)
+
+
+def mapped_ranges(path) -> list:
+    """This process's memory maps of `path`, as (start, end) addresses."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.parametrize("model", ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)])
+def test_gguf_tensors_reads_what_ggufs_reader_reads(model, smollm2_gguf, gemma3_gguf):
+    path = smollm2_gguf if model == "smollm2" else gemma3_gguf
+    expected = gguf.GGUFReader(path).tensors
+    got = gguf_tensors(path)
+    assert len(got) == len(expected) > 200
+    for ours, theirs in zip(got, expected, strict=True):
+        assert (ours.name, ours.type_name) == (theirs.name, theirs.tensor_type.name)
+        assert ours.data.dtype == theirs.data.dtype and ours.data.shape == theirs.data.shape, ours.name
+        assert np.array_equal(ours.data.view(np.uint8), theirs.data.view(np.uint8)), ours.name
+
+
+def test_kept_quantized_blocks_are_read_in_place_from_the_file(smollm2_gguf):
+    """dequantize=False keeps the blocks in the file's memory map (only the un-permuted q/k rows are copies),
+    so the model's resident memory is about the file's size."""
+    from leanformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf, dequantize=False)
+    ranges = mapped_ranges(Path(smollm2_gguf).resolve())
+    in_file = {name: any(start <= t.data_ptr() < end for start, end in ranges) for name, t in model.named_buffers()
+               if name.endswith("qweight")}
+    assert len(in_file) == 30 * 7 + 1  # the tied lm_head shares the embedding's blocks
+    copied = sorted(name for name, mapped in in_file.items() if not mapped)
+    assert copied == sorted(f"model.layers.{i}.self_attn.{p}.qweight" for i in range(30) for p in ("q_proj", "k_proj"))
+
+
+@pytest.mark.parametrize("damage", ["magic", "truncated header", "truncated data"])
+def test_a_damaged_gguf_file_is_refused_by_name(damage, smollm2_gguf, tmp_path):
+    data = Path(smollm2_gguf).read_bytes()
+    data = {"magic": b"GGUX" + data[4:], "truncated header": data[:5000], "truncated data": data[: len(data) // 2]}[damage]
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(data)
+    if damage == "truncated data":  # the header reads; the tensors past the end of the file are refused
+        with pytest.raises(OSError, match="damaged.gguf is not a readable GGUF file"):
+            [t.data.sum() for t in gguf_tensors(path)]
+    else:
+        with pytest.raises(OSError, match="damaged.gguf is not a readable GGUF file"):
+            gguf_tensors(path)
+    assert path.read_bytes() == data  # the copy-on-write map never writes back

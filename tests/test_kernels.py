@@ -143,6 +143,14 @@ def test_smollm2_kept_quantized_generates_the_tokens_of_its_dequantized_weights(
             torch.testing.assert_close(quantized(ids).logits, dense(ids).logits, atol=5e-4, rtol=0)
         settings = dict(max_new_tokens=32, do_sample=False)
         assert torch.equal(quantized.generate(ids, **settings), dense.generate(ids, **settings)), prompt
+    # The check: 10 prompts x 64 tokens, here as one left-padded batch (the kernel's several-row path).
+    prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time,", "Water boils at",
+               "The three primary colours are", "import numpy as np\n", "My favourite book is",
+               "The largest planet in the solar system is", "To make a cup of tea,", "In 1969, the first"]
+    batch = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+    settings = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False)
+    got, expected = quantized.generate(**batch, **settings), dense.generate(**batch, **settings)
+    assert got.shape == (10, batch.input_ids.shape[1] + 64) and torch.equal(got, expected)
 
 
 @pytest.mark.slow

@@ -102,6 +102,20 @@ def make_output_require_grad(module, inputs, output):
     output.requires_grad_(True)
 
 
+def build_on_meta(cls, config):
+    """cls(config) with its parameters on the meta device: no memory, the checkpoint fills them. nn.Embedding's
+    constructor draws its random init even there, and torch runs a draw on meta through its reference
+    implementations, whose first use imports torch._dynamo and sympy (67 MB resident, ~1 s); that draw, which
+    gives nothing on meta, is skipped."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        with torch.device("meta"):
+            return cls(config)
+    finally:
+        nn.init.normal_ = normal
+
+
 class PreTrainedModel(nn.Module, GenerationMixin):
     config_class = PretrainedConfig
     base_model_prefix = ""
@@ -338,8 +352,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             state_dict, source = load_gguf_state_dict(path, dtype if dtype.is_floating_point else torch.float32), path
         else:
             state_dict, source = load_state_dict(path), path / "(weights)"
-        with torch.device("meta"):
-            model = cls(config)
+        model = build_on_meta(cls, config)
         if quantized:
             use_quantized_weights(model, quantized, state_dict)
         model.load_checkpoint(state_dict, source, ignore_mismatched_sizes)
