@@ -30,6 +30,18 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def native_kernels_off(monkeypatch):
+    """LEANFORMERS_KERNELS=0 for one test: decode steps take torch's own fast paths ("split", "packed")."""
+    from leanformers import kernels
+
+    monkeypatch.setenv("LEANFORMERS_KERNELS", "0")
+    kernels.native_library.cache_clear()
+    assert not kernels.kernels_available()
+    yield
+    kernels.native_library.cache_clear()  # built (found in the cache) again on the next call
+
+
 TINY_LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0)

@@ -18,6 +18,7 @@ from leanformers import kernels
 from leanformers.kernels import KERNEL_TYPES, dense_matvec, dequantize_rows, quantized_matvec
 from leanformers.models import layers
 from leanformers.models.quantized import QuantizedEmbedding, QuantizedLinear, quantize
+from test_llama import decode_logits, random_ids
 
 
 # On a machine without a C compiler only the eager twins exist; they are tested on every machine below.
@@ -300,3 +301,60 @@ def test_without_a_compiler_dense_weights_decode_on_torchs_paths(eager_kernels):
     with torch.no_grad():
         assert layers.decode_path(torch.randn(1, 1, 32), weight) == "split"
         assert layers.decode_path(torch.randn(2, 1, 32), weight) in ("packed", None)
+
+
+def count_native_calls(monkeypatch) -> list:
+    """The weights' row counts of each dense_matvec call the linear layers make."""
+    calls = []
+
+    def counted(weights, biases, x, library=None):
+        calls.append([w.shape[0] for w in weights])
+        return kernels.dense_matvec(weights, biases, x, library)
+
+    monkeypatch.setattr(layers, "dense_matvec", counted)
+    return calls
+
+
+@needs_compiler
+@pytest.mark.parametrize("variant", ["bias", "tied"])
+def test_llama_decodes_the_same_on_the_native_matvec_as_on_torchs_paths(llama_checkpoint, variant, monkeypatch):
+    model = LlamaForCausalLM.from_pretrained(llama_checkpoint(variant)[1])
+    ids = random_ids(2, 9, seed=11)
+    calls = count_native_calls(monkeypatch)
+    with torch.no_grad():
+        native = [decode_logits(model, rows, 4) for rows in (ids, ids[:1])]
+        native_tokens = model.generate(ids, max_new_tokens=12, do_sample=False)
+    # per decode step: q/k/v, o, gate/up and down of both layers, then the output layer (tied: the embedding)
+    kv_rows = model.config.num_key_value_heads * 16
+    assert calls[:9] == [[64, kv_rows, kv_rows], [64], [96, 96], [64]] * 2 + [[128]]
+    # 5 steps of decode_logits for each batch; generate's 11 steps and the output layer of its prefill, which
+    # computes the last position's logits only
+    assert len(calls) == 9 * 5 * 2 + 9 * 11 + 1
+    assert all(m.packed.version is None for m in model.modules() if isinstance(m, layers.Linear))  # no copies
+    assert all(m.siblings.packed.version is None for m in model.modules() if getattr(m, "siblings", None))
+    monkeypatch.setenv("LEANFORMERS_KERNELS", "0")
+    kernels.native_library.cache_clear()
+    try:
+        with torch.no_grad():
+            on_torch = [decode_logits(model, rows, 4) for rows in (ids, ids[:1])]
+            torch_tokens = model.generate(ids, max_new_tokens=12, do_sample=False)
+    finally:
+        kernels.native_library.cache_clear()
+    assert len(calls) == 9 * 5 * 2 + 9 * 11 + 1  # no native call with the kernels off
+    for got, expected in zip(native, on_torch):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert torch.equal(native_tokens, torch_tokens)
+
+
+@needs_compiler
+def test_llama_bfloat16_decodes_on_the_native_matvec_without_packed_copies(llama_checkpoint, monkeypatch):
+    model = LlamaForCausalLM.from_pretrained(llama_checkpoint("gqa")[1], dtype=torch.bfloat16)
+    ids = random_ids(2, 10, seed=8)
+    calls = count_native_calls(monkeypatch)
+    with torch.no_grad():
+        full = model(ids).logits.float()
+    decoded = decode_logits(model, ids, 5).float()
+    assert len(calls) == 9 * 5
+    torch.testing.assert_close(decoded, full, atol=3e-2, rtol=0)
+    assert torch.equal(decoded.argmax(-1), full.argmax(-1))
+    assert all(m.packed.version is None for m in model.modules() if isinstance(m, layers.Linear))
