@@ -70,16 +70,18 @@ def test_native_matvec_and_rows_equal_ggufs_weights(type_name):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
-@pytest.fixture(scope="module", params=["avx2", "portable"])
+@pytest.fixture(scope="module", params=["avx512", "avx2", "portable"])
 def other_build(request, tmp_path_factory):
-    """The kernels built for AVX2, and in plain C: the native build picks AVX-512 here where the CPU has it,
-    so the other paths are built and checked too (the AVX2 one where the CPU can run it)."""
+    """The kernels built for AVX-512 without its bf16 instructions, for AVX2, and in plain C: the native build
+    picks the most this CPU has, so the other paths are built and checked too (where the CPU can run them)."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         pytest.skip("no C compiler on this machine to build the native kernels with")
-    if request.param == "avx2" and "avx2" not in kernels.cpu_flags().split():
-        pytest.skip("this CPU has no AVX2")  # nothing here can run that build
-    flags = {"avx2": ["-mavx2", "-mfma", "-mf16c"], "portable": []}[request.param]
+    needs = {"avx512": "avx512f", "avx2": "avx2"}.get(request.param)
+    if needs and needs not in kernels.cpu_flags().split():
+        pytest.skip(f"this CPU has no {needs}")  # nothing here can run that build
+    flags = {"avx512": ["-mavx512f", "-mavx2", "-mfma", "-mf16c"], "avx2": ["-mavx2", "-mfma", "-mf16c"],
+             "portable": []}[request.param]
     target = tmp_path_factory.mktemp("kernels") / f"kernels-{request.param}.so"
     assert kernels.compile_library(compiler, target, flags)
     return kernels.bind(target)
