@@ -159,7 +159,8 @@ def measure_kernels(args):
         return
     memory = torch.ones(2**27)  # 512 MB
     memory.sum()
-    print(f"{'read bandwidth, torch sum (GB/s)':<34} {memory.nbytes / best_time(args.repeats, memory.sum) / 1e9:>10.1f}")
+    bandwidth = memory.nbytes / best_time(args.repeats, memory.sum) / 1e9
+    print(f"{'read bandwidth, torch sum (GB/s)':<34} {bandwidth:>10.1f}")
     print(f"{'batch-1 matvec (GB/s of weights)':<34} {'native':>10} {'F.linear':>13}")
     for dtype in (torch.float32, torch.bfloat16):
         for name, shape in KERNEL_SHAPES.items():
@@ -211,7 +212,7 @@ def main():
     parser.add_argument("--quantized", action="store_true", help="leanformers keeps the GGUF blocks (dequantize=False)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
     parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the matmuls")
-    parser.add_argument("--kernels", action="store_true", help="only: GB/s of the batch-1 matvec alone, native and torch")
+    parser.add_argument("--kernels", action="store_true", help="only: GB/s of the batch-1 matvec alone, native, torch")
     parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_memory_child:

@@ -133,30 +133,34 @@ def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
     (B, sum of N) tensor), or None where the kernel cannot run (no library, B outside 1..MAX_MATVEC_ROWS, more
     than MAX_DENSE_WEIGHTS weights, a dtype not in DENSE_TYPES or unlike x's, a tensor not contiguous or not on
     the CPU). Shapes that do not fit together raise ValueError. `library`: as for quantized_matvec."""
-    if len(biases) != len(weights):
-        raise ValueError(f"{len(weights)} weights but {len(biases)} biases (None for a layer without one)")
+    count = len(weights)
+    if len(biases) != count:
+        raise ValueError(f"{count} weights but {len(biases)} biases (None for a layer without one)")
     library = library or native_library()
     dtype = x.dtype
-    if (library is None or dtype not in DENSE_TYPES or x.dim() != 2 or not 1 <= x.shape[0] <= MAX_MATVEC_ROWS
-            or x.shape[1] == 0 or not 1 <= len(weights) <= MAX_DENSE_WEIGHTS or not x.is_cpu):
-        return None
-    tensors = [*weights, *(b for b in biases if b is not None)]
-    if any(t.dtype != dtype or not t.is_cpu or not t.is_contiguous() for t in tensors):
+    if (library is None or dtype not in DENSE_TYPES or x.dim() != 2 or not x.is_cpu
+            or not 1 <= count <= MAX_DENSE_WEIGHTS):
         return None
     batch, in_features = x.shape
-    rows = [w.shape[0] for w in weights]
+    if not 1 <= batch <= MAX_MATVEC_ROWS or in_features == 0:
+        return None
+    rows = []
     for w, b in zip(weights, biases):
+        if w.dtype != dtype or not w.is_cpu or not w.is_contiguous() or (
+                b is not None and (b.dtype != dtype or not b.is_cpu or not b.is_contiguous())):
+            return None
         if w.dim() != 2 or w.shape[1] != in_features:
             raise ValueError(f"a weight of shape {tuple(w.shape)} cannot multiply inputs of {in_features} features")
         if b is not None and b.shape != w.shape[:1]:
             raise ValueError(f"a bias of shape {tuple(b.shape)} does not fit a weight of {w.shape[0]} rows")
+        rows.append(w.shape[0])
     x = x.contiguous()
     y = torch.empty(batch, sum(rows), dtype=dtype)
-    count = len(weights)
+    pointers = ctypes.c_void_p * count
     status = library.lf_dense_matvec(
-        DENSE_TYPES[dtype], count, (ctypes.c_void_p * count)(*(w.data_ptr() for w in weights)),
-        (ctypes.c_void_p * count)(*(None if b is None else b.data_ptr() for b in biases)),
-        (ctypes.c_int64 * count)(*rows), in_features, x.data_ptr(), batch, y.data_ptr(), torch.get_num_threads())
+        DENSE_TYPES[dtype], count, pointers(*[w.data_ptr() for w in weights]),
+        pointers(*[None if b is None else b.data_ptr() for b in biases]), (ctypes.c_int64 * count)(*rows),
+        in_features, x.data_ptr(), batch, y.data_ptr(), torch.get_num_threads())
     if status != 0:
         raise RuntimeError("matvec.c refused arguments dense_matvec checked")  # the two disagree: a bug here
     return list(y.split(rows, dim=1)) if count > 1 else [y]

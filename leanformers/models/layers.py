@@ -351,7 +351,8 @@ class SiblingLinears:
             self.layers = layers
         if path == "native":
             params = [sibling._parameters for sibling in layers]
-            outputs = dense_matvec([p["weight"] for p in params], [p["bias"] for p in params], x.reshape(x.shape[0], -1))
+            outputs = dense_matvec([p["weight"] for p in params], [p["bias"] for p in params],
+                                   x.reshape(x.shape[0], -1))
             if outputs is None:
                 return None
             outputs = [out.unsqueeze(1) for out in outputs]
