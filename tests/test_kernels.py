@@ -18,6 +18,7 @@ from leanformers import kernels
 from leanformers.kernels import KERNEL_TYPES, dense_matvec, dequantize_rows, quantized_matvec
 from leanformers.models import layers
 from leanformers.models.quantized import QuantizedEmbedding, QuantizedLinear, quantize
+from conftest import native_kernels_unbuilt
 from test_llama import decode_logits, random_ids
 
 
@@ -29,11 +30,8 @@ needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is 
 @pytest.fixture
 def eager_kernels(monkeypatch):
     """The eager twins only, as on a machine without a C compiler."""
-    monkeypatch.setenv("CC", "/nonexistent/cc")
-    kernels.native_library.cache_clear()
-    assert not kernels.kernels_available()
-    yield
-    kernels.native_library.cache_clear()
+    with native_kernels_unbuilt(monkeypatch, "CC", "/nonexistent/cc"):
+        yield
 
 
 def random_blocks(type_name: str, rows: int, columns: int, seed: int = 0) -> torch.Tensor:
@@ -105,14 +103,8 @@ def test_quantized_linear_is_the_same_with_and_without_the_native_kernels(monkey
     x = torch.randn(2, 1, 1024)
     with torch.no_grad():
         native = layer(x)
-    monkeypatch.setenv("LEANFORMERS_KERNELS", "0")
-    kernels.native_library.cache_clear()
-    try:
-        assert not kernels.kernels_available()
-        with torch.no_grad():
-            eager = layer(x)
-    finally:
-        kernels.native_library.cache_clear()
+    with native_kernels_unbuilt(monkeypatch), torch.no_grad():
+        eager = layer(x)
     torch.testing.assert_close(native, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
     expected = (x @ gguf_weights(layer.qweight, "Q4_K").T + layer.bias).detach()
     torch.testing.assert_close(eager, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
@@ -334,14 +326,9 @@ def test_llama_decodes_the_same_on_the_native_matvec_as_on_torchs_paths(llama_ch
     assert len(calls) == 9 * 5 * 2 + 9 * 11 + 1
     assert all(m.packed.version is None for m in model.modules() if isinstance(m, layers.Linear))  # no copies
     assert all(m.siblings.packed.version is None for m in model.modules() if getattr(m, "siblings", None))
-    monkeypatch.setenv("LEANFORMERS_KERNELS", "0")
-    kernels.native_library.cache_clear()
-    try:
-        with torch.no_grad():
-            on_torch = [decode_logits(model, rows, 4) for rows in (ids, ids[:1])]
-            torch_tokens = model.generate(ids, max_new_tokens=12, do_sample=False)
-    finally:
-        kernels.native_library.cache_clear()
+    with native_kernels_unbuilt(monkeypatch), torch.no_grad():
+        on_torch = [decode_logits(model, rows, 4) for rows in (ids, ids[:1])]
+        torch_tokens = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert len(calls) == 9 * 5 * 2 + 9 * 11 + 1  # no native call with the kernels off
     for got, expected in zip(native, on_torch):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
