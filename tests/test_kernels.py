@@ -284,9 +284,11 @@ def test_dense_matvec_declines_what_it_cannot_run_and_refuses_shapes_that_do_not
         dense_matvec([weight, weight], [None], x)
     # matvec.c checks its own limits too, before it reads anything
     library, y = kernels.native_library(), torch.empty(17, 8)
-    pointers = (ctypes.c_void_p * 1)(weight.data_ptr()), (ctypes.c_void_p * 1)(None), (ctypes.c_int64 * 1)(8)
-    for dtype, batch, count in ((0, 17, 1), (0, 0, 1), (2, 1, 1), (0, 1, 9)):
-        assert library.lf_dense_matvec(dtype, count, *pointers, 32, y.data_ptr(), batch, y.data_ptr(), 1) == -1
+    weights, no_bias = (ctypes.c_void_p * 1)(weight.data_ptr()), (ctypes.c_void_p * 1)(None)
+    for dtype, batch, count, rows, threads in ((0, 17, 1, 8, 1), (0, 0, 1, 8, 1), (2, 1, 1, 8, 1), (0, 1, 9, 8, 1),
+                                               (0, 1, 1, -8, 1), (0, 1, 1, 8, 0)):
+        assert library.lf_dense_matvec(dtype, count, weights, no_bias, (ctypes.c_int64 * 1)(rows), 32, y.data_ptr(),
+                                       batch, y.data_ptr(), threads) == -1
 
 
 def test_without_a_compiler_dense_weights_decode_on_torchs_paths(eager_kernels):
