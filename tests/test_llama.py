@@ -260,7 +260,7 @@ def test_llama_fast_decode_paths_run_layers_wrapped_by_adapters(llama_checkpoint
     _, folder = llama_checkpoint("gqa")
     model = LlamaForCausalLM.from_pretrained(folder)
     ids = random_ids(2, 8, seed=9)
-    decode_logits(model, ids, 4)  # the siblings share calls (and on torch's paths packed copies) before the wrapping
+    decode_logits(model, ids, 4)  # siblings share calls (on torch's paths, packed copies) before the wrapping
     attention = model.model.layers[0].self_attn
     attention.q_proj = ScaledAdapter(attention.q_proj)
     model.lm_head = ScaledAdapter(model.lm_head)

@@ -195,18 +195,18 @@ class RMSNorm(nn.Module):
 # streams ~12 GB/s: it runs on one core. The native kernel (kernels/matvec.c, "native") reads fp32
 # and bf16 weights as they are, at up to 16 rows, on every core, at what the memory gives (~29 GB/s
 # on SmolLM2's 113 MB output layer, where torch's reads 12 and a torch sum 30), and reads sibling
-# layers' weights (q/k/v, gate/up) in one call. Without it (no C compiler, LEANFORMERS_KERNELS=0): with the weight's rows cut into one
-# block per core, a batched matmul runs the blocks side by side at ~21 GB/s ("split", one fp32 row);
-# for several rows, and for bf16, only oneDNN's blocked layout streams fast (~20 GB/s, against ~9
-# and ~12), so those steps use packed copies of the weights ("packed": built on the first such
-# step, rebuilt when a weight changes, dropped by a training forward; one extra copy of the linear
-# weights), as do steps of more than 16 rows. Prefill, training and other devices use the plain
-# kernels, which are transformers' own: their logits match to the last bits (the lm_head of a prefill
-# that keeps only the last position's logits sees one row per sequence, and takes the fast path).
-# LEANFORMERS_FAST_DECODE=0 turns every fast path off. The choice is made inside `Linear`, so a model
-# file only builds its layers from it and calls them. The price, measured in one process against fused
-# calls written into the model file: the 7 module calls a layer makes and their checks cost a
-# SmolLM2-135M decode step 4% (fp32, bf16 batch 8) to 10% (bf16, one row).
+# layers' weights (q/k/v, gate/up) in one call. Without it (no C compiler, LEANFORMERS_KERNELS=0),
+# with the weight's rows cut into one block per core, a batched matmul runs the blocks side by side
+# at ~21 GB/s ("split", one fp32 row); for several rows, and for bf16, only oneDNN's blocked layout
+# streams fast (~20 GB/s, against ~9 and ~12), so those steps use packed copies of the weights
+# ("packed": built on the first such step, rebuilt when a weight changes, dropped by a training
+# forward; one extra copy of the linear weights), as do steps of more than 16 rows. Prefill, training
+# and other devices use the plain kernels, which are transformers' own: their logits match to the
+# last bits (the lm_head of a prefill that keeps only the last position's logits sees one row per
+# sequence, and takes the fast path). LEANFORMERS_FAST_DECODE=0 turns every fast path off. The choice
+# is made inside `Linear`, so a model file only builds its layers from it and calls them. The price,
+# measured in one process against fused calls written into the model file: the 7 module calls a layer
+# makes and their checks cost a SmolLM2-135M decode step 4% (fp32, bf16 batch 8) to 10% (bf16, one row).
 FAST_CPU_DECODE = os.environ.get("LEANFORMERS_FAST_DECODE", "1") != "0"
 PACKED_DTYPES = ((torch.float32,) if torch.backends.mkldnn.is_available() else ()) + (
     # bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
@@ -368,7 +368,8 @@ SIBLING_LINEAR_NAMES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
 
 
 def link_sibling_linears(model: nn.Module):
-    """Let each group of sibling Linear layers in `model` share one native call or packed copy on decode steps."""
+    """Let each group of sibling Linear layers in `model` share one native call, or one packed copy, on decode
+    steps."""
     for module in model.modules():
         for names in SIBLING_LINEAR_NAMES:
             layers = [module._modules.get(name) for name in names]
