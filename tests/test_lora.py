@@ -100,7 +100,7 @@ def test_lora_decoding_through_the_cache_follows_the_full_forward(adapted, dtype
     ids = random_ids(2, 10, seed=7)
     with torch.no_grad():
         full = model(input_ids=ids).logits.float()
-        for rows in (ids, ids[:1]):  # batched (packed) and one fp32 row (split) decode paths
+        for rows in (ids, ids[:1]):  # batched and one-row decode paths (native, or packed and split)
             out = model(input_ids=rows[:, :5], use_cache=True)
             steps = [out.logits.float()]
             for t in range(5, rows.shape[1]):

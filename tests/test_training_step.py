@@ -106,6 +106,7 @@ def test_gpt2_training_step_without_logits_equals_the_plain_one():
     assert_same_gradients(grads, expected_grads)
 
 
+@pytest.mark.usefixtures("native_kernels_off")  # the packed copies are built on torch's paths only
 def test_training_step_without_logits_drops_the_packed_decode_copies(llama_checkpoint):
     _, folder = llama_checkpoint("untied")
     model = LlamaForCausalLM.from_pretrained(folder)

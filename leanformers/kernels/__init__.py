@@ -1,12 +1,14 @@
 """Native CPU kernels, compiled on first use, and the eager PyTorch twin of each.
 
 quant.c holds matrix-vector products over GGUF quantized blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K)
-and the dequantization of chosen rows. It is compiled with the system C compiler (`cc`, or $CC) into the
-leanformers cache, under a name keyed by the source, the compiler and this CPU's flags, with -march=native:
+and the dequantization of chosen rows; matvec.c the matrix-vector products over dense fp32 and bf16 weights
+that decode steps run. Both are compiled with the system C compiler (`cc`, or $CC) into one library in the
+leanformers cache, under a name keyed by the sources, the compiler and this CPU's flags, with -march=native:
 the compiler picks AVX2, AVX-512 or plain C for the machine it runs on (a build that fails with it is
 retried without). Bound through ctypes; OpenMP threads come from the libgomp torch has already loaded, so
 the kernels and torch share one thread pool. Without a compiler, or with LEANFORMERS_KERNELS=0, the eager
-twins run: the same blocks dequantized by gguf_quants.py and multiplied by torch.
+twins run: the same blocks dequantized by gguf_quants.py and multiplied by torch; dense weights through
+torch's own matmul (models/layers.py chooses).
 """
 
 import ctypes
@@ -28,8 +30,10 @@ logger = logging.getLogger(__name__)
 # GGUF type -> (ggml's type number, weights per block, bytes per block)
 KERNEL_TYPES = {"Q8_0": (8, 32, 34), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22),
                 "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210)}
-MAX_MATVEC_ROWS = 16  # the kernel keeps one accumulator per input row
-SOURCE = Path(__file__).with_name("quant.c")
+DENSE_TYPES = {torch.float32: 0, torch.bfloat16: 1}  # the weight dtypes matvec.c reads, by its number for each
+MAX_MATVEC_ROWS = 16  # input rows per call: quant.c keeps one accumulator per row, matvec.c's MAX_BATCH
+MAX_DENSE_WEIGHTS = 8  # weights one dense_matvec call reads: matvec.c's MAX_WEIGHTS
+SOURCES = [Path(__file__).with_name(name) for name in ("quant.c", "matvec.c")]
 
 
 def cpu_flags() -> str:
@@ -42,14 +46,15 @@ def cpu_flags() -> str:
 
 
 def compile_library(compiler: str, target: Path, flags: list) -> bool:
-    """quant.c built with `flags` (e.g. ["-march=native"]) into target; False when the compiler refuses."""
+    """The SOURCES built with `flags` (e.g. ["-march=native"]) into one library, target; False when the
+    compiler refuses."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     result = subprocess.run([compiler, "-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", *flags,
-                             str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+                             *map(str, SOURCES), "-o", str(partial)], capture_output=True, text=True)
     if result.returncode != 0:
-        logger.warning("leanformers: compiling %s with %s failed: %s", SOURCE.name, flags or "no flags",
-                       result.stderr.strip()[-500:])
+        logger.warning("leanformers: compiling %s with %s failed: %s", " and ".join(s.name for s in SOURCES),
+                       flags or "no flags", result.stderr.strip()[-500:])
         return False
     os.replace(partial, target)
     return True
@@ -60,6 +65,8 @@ def bind(path: Path):
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     library.lf_quantized_matvec.argtypes = [ctypes.c_int, pointer, size, size, pointer, size, pointer, ctypes.c_int]
     library.lf_dequantize_rows.argtypes = [ctypes.c_int, pointer, size, pointer, size, pointer, ctypes.c_int]
+    library.lf_dense_matvec.argtypes = [ctypes.c_int, size, pointer, pointer, pointer, size, pointer, size, pointer,
+                                        ctypes.c_int]
     return library
 
 
@@ -73,8 +80,9 @@ def native_library():
     if compiler is None:
         return None
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + cpu_flags().encode()).hexdigest()[:16]
-    target = leanformers_cache_dir() / "kernels" / f"quant-{key}.so"
+    sources = b"".join(source.read_bytes() for source in SOURCES)
+    key = hashlib.sha256(sources + version.encode() + cpu_flags().encode()).hexdigest()[:16]
+    target = leanformers_cache_dir() / "kernels" / f"kernels-{key}.so"
     if not target.is_file() and not any(compile_library(compiler, target, flags) for flags in (["-march=native"], [])):
         return None
     return bind(target)
@@ -117,3 +125,42 @@ def dequantize_rows(blocks: torch.Tensor, type_name: str, in_features: int, rows
     block_bytes = KERNEL_TYPES[type_name][2]
     picked = blocks.index_select(0, rows).reshape(-1, block_bytes)
     return BLOCK_DEQUANTIZERS[type_name](picked).reshape(rows.shape[0], in_features)
+
+
+def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
+    """x (B, K) @ W.T (+ bias) for each weight W (N, K) in `weights`, its bias (N,) or None at the same place in
+    `biases`, in one native call that reads each weight once: a list of (B, N) in x's dtype (views into one
+    (B, sum of N) tensor), or None where the kernel cannot run (no library, B outside 1..MAX_MATVEC_ROWS, more
+    than MAX_DENSE_WEIGHTS weights, a dtype not in DENSE_TYPES or unlike x's, a tensor not contiguous or not on
+    the CPU). Shapes that do not fit together raise ValueError. `library`: as for quantized_matvec."""
+    count = len(weights)
+    if len(biases) != count:
+        raise ValueError(f"{count} weights but {len(biases)} biases (None for a layer without one)")
+    library = library or native_library()
+    dtype = x.dtype
+    if (library is None or dtype not in DENSE_TYPES or x.dim() != 2 or not x.is_cpu
+            or not 1 <= count <= MAX_DENSE_WEIGHTS):
+        return None
+    batch, in_features = x.shape
+    if not 1 <= batch <= MAX_MATVEC_ROWS or in_features == 0:
+        return None
+    rows = []
+    for w, b in zip(weights, biases):
+        if w.dtype != dtype or not w.is_cpu or not w.is_contiguous() or (
+                b is not None and (b.dtype != dtype or not b.is_cpu or not b.is_contiguous())):
+            return None
+        if w.dim() != 2 or w.shape[1] != in_features:
+            raise ValueError(f"a weight of shape {tuple(w.shape)} cannot multiply inputs of {in_features} features")
+        if b is not None and b.shape != w.shape[:1]:
+            raise ValueError(f"a bias of shape {tuple(b.shape)} does not fit a weight of {w.shape[0]} rows")
+        rows.append(w.shape[0])
+    x = x.contiguous()
+    y = torch.empty(batch, sum(rows), dtype=dtype)
+    pointers = ctypes.c_void_p * count
+    status = library.lf_dense_matvec(
+        DENSE_TYPES[dtype], count, pointers(*[w.data_ptr() for w in weights]),
+        pointers(*[None if b is None else b.data_ptr() for b in biases]), (ctypes.c_int64 * count)(*rows),
+        in_features, x.data_ptr(), batch, y.data_ptr(), torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError("matvec.c refused arguments dense_matvec checked")  # the two disagree: a bug here
+    return list(y.split(rows, dim=1)) if count > 1 else [y]

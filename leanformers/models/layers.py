@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..generation.cache import KVCache
+from ..kernels import DENSE_TYPES, MAX_MATVEC_ROWS, dense_matvec, kernels_available
 from .outputs import BaseModelOutputWithPast
 
 ACTIVATIONS = {
@@ -191,18 +192,21 @@ class RMSNorm(nn.Module):
 
 # A decode step reads every weight once for one token per row: its speed is how fast the weights
 # stream through the matmul kernels. Measured on a 2-core CPU, torch's fp32 matrix-vector kernel
-# streams ~12 GB/s: it runs on one core. With the weight's rows cut into one block per core, a
-# batched matmul runs the blocks side by side at ~21 GB/s, on the weights as they are ("split").
-# For several rows, and for bf16, only oneDNN's blocked layout streams fast (~20 GB/s, against ~9
-# and ~12), so those steps use packed copies of the weights ("packed": built on the first such
-# step, rebuilt when a weight changes, dropped by a training forward; one extra copy of the linear
-# weights). Prefill, training and other devices use the plain kernels, which are transformers' own:
-# their logits match to the last bits (the lm_head of a prefill that keeps only the last position's
-# logits sees one row per sequence, and takes the fast path). LEANFORMERS_FAST_DECODE=0 turns both
-# paths off. The choice is made inside `Linear`, so a model file only builds its layers from it and
-# calls them. The price, measured in one process against fused calls written into the model file: the
-# 7 module calls a layer makes and their checks cost a SmolLM2-135M decode step 4% (fp32, bf16 batch 8)
-# to 10% (bf16, one row).
+# streams ~12 GB/s: it runs on one core. The native kernel (kernels/matvec.c, "native") reads fp32
+# and bf16 weights as they are, at up to 16 rows, on every core, at what the memory gives (~29 GB/s
+# on SmolLM2's 113 MB output layer, where torch's reads 12 and a torch sum 30), and reads sibling
+# layers' weights (q/k/v, gate/up) in one call. Without it (no C compiler, LEANFORMERS_KERNELS=0),
+# with the weight's rows cut into one block per core, a batched matmul runs the blocks side by side
+# at ~21 GB/s ("split", one fp32 row); for several rows, and for bf16, only oneDNN's blocked layout
+# streams fast (~20 GB/s, against ~9 and ~12), so those steps use packed copies of the weights
+# ("packed": built on the first such step, rebuilt when a weight changes, dropped by a training
+# forward; one extra copy of the linear weights), as do steps of more than 16 rows. Prefill, training
+# and other devices use the plain kernels, which are transformers' own: their logits match to the
+# last bits (the lm_head of a prefill that keeps only the last position's logits sees one row per
+# sequence, and takes the fast path). LEANFORMERS_FAST_DECODE=0 turns every fast path off. The choice
+# is made inside `Linear`, so a model file only builds its layers from it and calls them. The price,
+# measured in one process against fused calls written into the model file: the 7 module calls a layer
+# makes and their checks cost a SmolLM2-135M decode step 4% (fp32, bf16 batch 8) to 10% (bf16, one row).
 FAST_CPU_DECODE = os.environ.get("LEANFORMERS_FAST_DECODE", "1") != "0"
 PACKED_DTYPES = ((torch.float32,) if torch.backends.mkldnn.is_available() else ()) + (
     # bf16 only where the CPU has native bf16 instructions; elsewhere oneDNN would emulate them slowly.
@@ -210,11 +214,14 @@ PACKED_DTYPES = ((torch.float32,) if torch.backends.mkldnn.is_available() else (
 
 
 def decode_path(x, weight) -> str | None:
-    """How a linear layer runs on x: "split", "packed", or None (plainly). Only decode steps, one
-    token per row (B, 1, C) on CPU without gradients, take a fast path."""
+    """How a linear layer runs on x: "native", "split", "packed", or None (plainly). Only decode steps,
+    one token per row (B, 1, C) on CPU without gradients, take a fast path."""
     if not (x.dim() == 3 and x.shape[1] == 1 and FAST_CPU_DECODE and not torch.is_grad_enabled() and x.is_cpu
             and x.dtype == weight.dtype):
         return None
+    if (x.shape[0] <= MAX_MATVEC_ROWS and x.dtype in DENSE_TYPES and weight.is_contiguous()
+            and kernels_available()):
+        return "native"
     if x.shape[0] == 1 and x.dtype == torch.float32:
         return "split"
     return "packed" if x.dtype in PACKED_DTYPES else None
@@ -269,10 +276,10 @@ class PackedCopy:
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same checkpoint names) whose CPU decode steps run on faster kernels
-    (see decode_path): "split" for one fp32 row, "packed" for several rows and for bf16. A packed copy
-    is built on the first such step, rebuilt when the weight changes and dropped by a forward with
-    gradients on. Sibling layers that read the same input (q/k/v, gate/up; see link_sibling_linears)
-    share one packed copy and one matmul."""
+    (see decode_path): "native" on the weights as they are, else "split" for one fp32 row, "packed" for
+    several rows and for bf16. A packed copy is built on the first such step, rebuilt when the weight
+    changes and dropped by a forward with gradients on. Sibling layers that read the same input (q/k/v,
+    gate/up; see link_sibling_linears) share one native call, or one packed copy and one matmul."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -289,11 +296,15 @@ class Linear(nn.Linear):
         path = decode_path(x, params["weight"])
         if path == "split":
             return split_rows_linear(x, params["weight"], params["bias"])
+        if path is not None and siblings is not None:
+            out = siblings.output(self, x, path)
+            if out is not None:
+                return out
+        if path == "native":
+            out = dense_matvec([params["weight"]], [params["bias"]], x.reshape(x.shape[0], -1))
+            if out is not None:
+                return out[0].unsqueeze(1)
         if path == "packed":
-            if siblings is not None:
-                out = siblings.output(self, x)
-                if out is not None:
-                    return out
             self.packed.refresh([self])
             return self.packed(x)
         if torch.is_grad_enabled():
@@ -315,10 +326,10 @@ def drop_decode_copies(layer: nn.Module):
 
 
 class SiblingLinears:
-    """Linear layers of one module that read the same input (q_proj, k_proj, v_proj): on a packed decode
-    step the first of them called computes all their outputs in one matmul and keeps the others' until
-    they are called with that same input. The layers are looked up on the owner by name each time, so
-    a layer replaced there (an adapter wrapping it, say) is seen: the others then run alone."""
+    """Linear layers of one module that read the same input (q_proj, k_proj, v_proj): on a native or
+    packed decode step the first of them called computes all their outputs in one call and keeps the
+    others' until they are called with that same input. The layers are looked up on the owner by name
+    each time, so a layer replaced there (an adapter wrapping it, say) is seen: the others then run alone."""
 
     def __init__(self, owner: nn.Module, names: tuple):
         self.owner, self.names = owner, names
@@ -329,16 +340,26 @@ class SiblingLinears:
     def __reduce__(self):
         return SiblingLinears, (self.owner, self.names)
 
-    def output(self, layer: Linear, x):
-        """layer(x) from the shared matmul, or None when the siblings cannot share one any more."""
+    def output(self, layer: Linear, x, path: str):
+        """layer(x) from the shared call on `path` ("native" or "packed"), or None when the siblings cannot
+        share one (any more)."""
         layers = self.lookup(self.owner._modules)
         if layers != self.layers:  # the first call, or a sibling was replaced on the owner
             if layer not in layers or not all(type(sibling) is Linear for sibling in layers):
                 self.packed.clear()
                 return None
             self.layers = layers
-        self.packed.refresh(layers)
-        self.input, self.outputs = x, dict(zip(layers, self.packed(x).split_with_sizes(self.packed.splits, dim=-1)))
+        if path == "native":
+            params = [sibling._parameters for sibling in layers]
+            outputs = dense_matvec([p["weight"] for p in params], [p["bias"] for p in params],
+                                   x.reshape(x.shape[0], -1))
+            if outputs is None:
+                return None
+            outputs = [out.unsqueeze(1) for out in outputs]
+        else:
+            self.packed.refresh(layers)
+            outputs = self.packed(x).split_with_sizes(self.packed.splits, dim=-1)
+        self.input, self.outputs = x, dict(zip(layers, outputs))
         return self.outputs.pop(layer)
 
 
@@ -347,7 +368,8 @@ SIBLING_LINEAR_NAMES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
 
 
 def link_sibling_linears(model: nn.Module):
-    """Let each group of sibling Linear layers in `model` share one packed copy on decode steps."""
+    """Let each group of sibling Linear layers in `model` share one native call, or one packed copy, on decode
+    steps."""
     for module in model.modules():
         for names in SIBLING_LINEAR_NAMES:
             layers = [module._modules.get(name) for name in names]
