@@ -255,14 +255,14 @@ def several_weights_cases(library=None):
 def test_dense_matvec_of_several_weights_equals_one_call_for_each():
     for x, weights, biases, outputs in several_weights_cases():
         assert [out.shape for out in outputs] == [(x.shape[0], 576), (x.shape[0], 192), (x.shape[0], 190)]
-        for out, weight, bias in zip(outputs, weights, biases):
+        for out, weight, bias in zip(outputs, weights, biases, strict=True):
             assert torch.equal(out, dense_matvec([weight], [bias], x)[0])  # the same sums in the same order
             assert_matvec_close(out, x, weight, bias)
 
 
 def test_each_instruction_set_build_computes_the_dense_matvec(other_build):
     for x, weights, biases, outputs in several_weights_cases(library=other_build):
-        for out, weight, bias in zip(outputs, weights, biases):
+        for out, weight, bias in zip(outputs, weights, biases, strict=True):
             assert_matvec_close(out, x, weight, bias)
     for dtype in DENSE_DTYPES.values():
         weight, bias = random_linear(1000, 3000, dtype, seed=4)
@@ -340,7 +340,7 @@ def test_llama_decodes_the_same_on_the_native_matvec_as_on_torchs_paths(llama_ch
         on_torch = [decode_logits(model, rows, 4) for rows in (ids, ids[:1])]
         torch_tokens = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert len(calls) == 9 * 5 * 2 + 9 * 11 + 1  # no native call with the kernels off
-    for got, expected in zip(native, on_torch):
+    for got, expected in zip(native, on_torch, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert torch.equal(native_tokens, torch_tokens)
 
