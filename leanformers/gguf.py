@@ -78,7 +78,7 @@ def gguf_tensors(path) -> list[GGUFTensor]:
     kept as its blocks costs no copy, and nothing is read until it is used. Only the header is walked; the
     gguf package's reader also turns every metadata entry into arrays (157 MB kept for SmolLM2's 49k-token
     vocabulary; seconds for Gemma 3's 262k)."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf import GGMLQuantizationType
     from gguf.quants import quant_shape_to_byte_shape
 
     try:
@@ -124,7 +124,6 @@ def gguf_tensors(path) -> list[GGUFTensor]:
         tensors = []
         for name, dims, kind, start in infos:
             shape = tuple(reversed(dims))  # GGUF lists the fastest-moving dimension first
-            block_size, block_bytes = GGML_QUANT_SIZES[kind]
             element = GGUF_ELEMENT_TYPES.get(kind.name)
             at = data_start + start
             if element is None:  # quantized (or bf16): bytes, a row's blocks per row
@@ -136,7 +135,6 @@ def gguf_tensors(path) -> list[GGUFTensor]:
         return tensors
     except (ValueError, struct.error, KeyError, UnicodeDecodeError) as err:
         raise OSError(f"{path} is not a readable GGUF file ({err})") from None
-
 
 
 def gguf_fields(reader) -> dict:

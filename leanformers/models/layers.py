@@ -124,7 +124,7 @@ class NormRecipe:
     """How to compute a norm's output again from what RMSNormFunction keeps anyway (x and the weight)."""
 
     def __init__(self, out, x, weight, eps):
-        self.output, self.storage = weakref.ref(out), out.untyped_storage().data_ptr()
+        self.output = weakref.ref(out)  # while it lives, its memory holds no other tensor
         self.x, self.weight, self.eps, self.value = x, weight, eps, None
 
     def recompute(self):
@@ -162,8 +162,7 @@ class RecomputedNormOutputs(torch.autograd.graph.saved_tensors_hooks):
         if t.layout != torch.strided or not self.recipes:
             return t
         recipe = self.recipes.get(t.untyped_storage().data_ptr())
-        out = None if recipe is None else recipe.output()
-        if out is None or out.untyped_storage().data_ptr() != recipe.storage:
+        if recipe is None or recipe.output() is None:
             return t  # not a norm's output, or its memory now holds another tensor
         return recipe, t.shape, t.stride(), t.storage_offset()  # t: the output or a view of it (flattened)
 
