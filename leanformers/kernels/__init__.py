@@ -2,7 +2,8 @@
 
 quant.c holds matrix-vector products over GGUF quantized blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K)
 and the dequantization of chosen rows; matvec.c the matrix-vector products over dense fp32 and bf16 weights
-that decode steps run. Both are compiled with the system C compiler (`cc`, or $CC) into one library in the
+that decode steps run; decoder.c a whole decode step through Llama-shaped layers on those products
+(models/native_decode.py describes the layers to it). All are compiled with the system C compiler (`cc`, or $CC) into one library in the
 leanformers cache, under a name keyed by the sources, the compiler and this CPU's flags, with -march=native:
 the compiler picks AVX2, AVX-512 or plain C for the machine it runs on (a build that fails with it is
 retried without). Bound through ctypes; OpenMP threads come from the libgomp torch has already loaded, so
@@ -33,7 +34,25 @@ KERNEL_TYPES = {"Q8_0": (8, 32, 34), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "
 DENSE_TYPES = {torch.float32: 0, torch.bfloat16: 1}  # the weight dtypes matvec.c reads, by its number for each
 MAX_MATVEC_ROWS = 16  # input rows per call: quant.c keeps one accumulator per row, matvec.c's MAX_BATCH
 MAX_DENSE_WEIGHTS = 8  # weights one dense_matvec call reads: matvec.c's MAX_WEIGHTS
-SOURCES = [Path(__file__).with_name(name) for name in ("quant.c", "matvec.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("quant.c", "matvec.c", "decoder.c")]
+FP32_ROWS = -1  # a DecoderWeight's kind for fp32 rows (else ggml's type number)
+
+
+class DecoderWeight(ctypes.Structure):  # decoder.c's lf_weight
+    _fields_ = [("kind", ctypes.c_int64), ("data", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("rows", ctypes.c_int64), ("cols", ctypes.c_int64)]
+
+
+class DecoderLayer(ctypes.Structure):  # lf_layer
+    _fields_ = [(name, DecoderWeight) for name in ("q", "k", "v", "o", "gate", "up", "down")] + [
+        (name, ctypes.c_void_p) for name in ("input_norm", "post_norm", "q_norm", "k_norm")] + [
+        ("window", ctypes.c_int64)]
+
+
+class Decoder(ctypes.Structure):  # lf_decoder
+    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "hidden", "heads", "kv_heads", "head_dim",
+                                                      "intermediate")] + [
+        ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("layer", ctypes.POINTER(DecoderLayer))]
 
 
 def cpu_flags() -> str:
@@ -67,6 +86,8 @@ def bind(path: Path):
     library.lf_dequantize_rows.argtypes = [ctypes.c_int, pointer, size, pointer, size, pointer, ctypes.c_int]
     library.lf_dense_matvec.argtypes = [ctypes.c_int, size, pointer, pointer, pointer, size, pointer, size, pointer,
                                         ctypes.c_int]
+    library.lf_decode_step.argtypes = [ctypes.POINTER(Decoder), pointer, size, pointer, pointer, size, size, size,
+                                       pointer, pointer, pointer, ctypes.c_int]
     return library
 
 
@@ -164,3 +185,20 @@ def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
     if status != 0:
         raise RuntimeError("matvec.c refused arguments dense_matvec checked")  # the two disagree: a bug here
     return list(y.split(rows, dim=1)) if count > 1 else [y]
+
+
+def decode_step(decoder: Decoder, x: torch.Tensor, keys: list, values: list, past: int, cos: torch.Tensor,
+                signed_sin: torch.Tensor, keep: torch.Tensor | None) -> None:
+    """decoder.c's step through every layer `decoder` describes: x (B, hidden) fp32, the new tokens'
+    embeddings, becomes the last layer's output, in place; keys[i] and values[i] (B, kv_heads, capacity,
+    head_dim) fp32, layer i's cache holding `past` positions, get the new ones at position past. cos,
+    signed_sin (B, head_dim); keep (B, past + 1) bool or None. The caller (models/native_decode.py) has
+    checked every shape, dtype and layout."""
+    first = keys[0]
+    pointers = ctypes.c_void_p * len(keys)
+    status = native_library().lf_decode_step(
+        ctypes.byref(decoder), x.data_ptr(), x.shape[0], pointers(*[k.data_ptr() for k in keys]),
+        pointers(*[v.data_ptr() for v in values]), first.stride(0), first.stride(1), past, cos.data_ptr(),
+        signed_sin.data_ptr(), None if keep is None else keep.data_ptr(), torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError("decoder.c refused a step native_decode checked")  # the two disagree: a bug here

@@ -262,3 +262,11 @@ int lf_dense_matvec(int dtype, int64_t count, const void *const *weights, const 
     free(widened);
     return 0;
 }
+
+/* Rows [0, n) of one fp32 weight (from the row w points at; bias likewise, or NULL) against every fp32 x row,
+ * into y[b * y_stride + row]: one thread's share of a product, for callers already inside a parallel region
+ * (decoder.c). */
+void lf_fp32_rows(const float *w, const float *bias, int64_t n, int64_t k, const float *x, int64_t batch, float *y,
+                  int64_t y_stride) {
+    dot_rows(w, bias, 0, n, k, x, batch, y, y_stride);
+}

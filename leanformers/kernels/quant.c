@@ -204,17 +204,9 @@ static inline void fill(group32 *g, __m128i first16, __m128i last16, int is_sign
 }
 
 #define DOT_GROUPS(NAME, QK, BYTES, ...)                                                                      \
-    static void matvec_##NAME(const uint8_t *w, int64_t n, int64_t k, const float *x, int64_t batch,         \
-                              float *y, int threads) {                                                       \
+    static void rows_##NAME(const uint8_t *w, int64_t n, int64_t k, const float *x, const float *xsum,       \
+                            int64_t batch, float *y, int64_t y_stride) {                                     \
         int64_t blocks = k / QK, row_bytes = blocks * BYTES, groups = k / 32;                                \
-        float *xsum = (float *)malloc(sizeof(float) * (size_t)(batch * groups));                            \
-        for (int64_t b = 0; b < batch; b++)                                                                  \
-            for (int64_t g = 0; g < groups; g++) {                                                           \
-                float s = 0.0f;                                                                              \
-                for (int j = 0; j < 32; j++) s += x[b * k + g * 32 + j];                                     \
-                xsum[b * groups + g] = s;                                                                    \
-            }                                                                                                \
-        _Pragma("omp parallel for schedule(dynamic, 16) num_threads(threads)")                               \
         for (int64_t row = 0; row < n; row++) {                                                              \
             vec acc[16];                                                                                     \
             float offsets[16] = {0};                                                                         \
@@ -236,9 +228,8 @@ static inline void fill(group32 *g, __m128i first16, __m128i last16, int is_sign
                     }                                                                                        \
                 }                                                                                            \
             }                                                                                                \
-            for (int64_t b = 0; b < batch; b++) y[b * n + row] = vsum(acc[b]) + offsets[b];                  \
+            for (int64_t b = 0; b < batch; b++) y[b * y_stride + row] = vsum(acc[b]) + offsets[b];           \
         }                                                                                                    \
-        free(xsum);                                                                                          \
     }
 
 DOT_GROUPS(q8_0, 32, 34, {
@@ -314,10 +305,10 @@ DOT_GROUPS(q6_k, 256, 210, {
 #else
 
 #define DOT_BLOCKS(NAME, BLOCK, QK, BYTES)                                                                    \
-    static void matvec_##NAME(const uint8_t *w, int64_t n, int64_t k, const float *x, int64_t batch,         \
-                              float *y, int threads) {                                                       \
+    static void rows_##NAME(const uint8_t *w, int64_t n, int64_t k, const float *x, const float *xsum,       \
+                            int64_t batch, float *y, int64_t y_stride) {                                     \
+        (void)xsum; /* each block is dequantized whole here */                                               \
         int64_t blocks = k / QK, row_bytes = blocks * BYTES;                                                 \
-        _Pragma("omp parallel for schedule(dynamic, 16) num_threads(threads)")                               \
         for (int64_t row = 0; row < n; row++) {                                                              \
             float acc[16][32], weights[QK];                                                                  \
             memset(acc, 0, sizeof(float) * 32 * (size_t)batch);                                              \
@@ -333,7 +324,7 @@ DOT_GROUPS(q6_k, 256, 210, {
             for (int64_t b = 0; b < batch; b++) {                                                            \
                 float sum = 0.0f;                                                                            \
                 for (int j = 0; j < 32; j++) sum += acc[b][j];                                               \
-                y[b * n + row] = sum;                                                                        \
+                y[b * y_stride + row] = sum;                                                                 \
             }                                                                                                \
         }                                                                                                    \
     }
@@ -348,39 +339,90 @@ DOT_BLOCKS(q6_k, block_q6_k, 256, 210)
 
 #endif
 
+/* Bytes of one row of k weights of a type (ggml's number), or -1 for a type without a kernel. */
+int64_t lf_row_bytes(int qtype, int64_t k) {
+    switch (qtype) {
+    case 8: return k / 32 * 34;
+    case 2: return k / 32 * 18;
+    case 3: return k / 32 * 20;
+    case 6: return k / 32 * 22;
+    case 12: return k / 256 * 144;
+    case 13: return k / 256 * 176;
+    case 14: return k / 256 * 210;
+    default: return -1;
+    }
+}
+
+typedef void (*rows_function)(const uint8_t *, int64_t, int64_t, const float *, const float *, int64_t, float *,
+                              int64_t);
+
+static rows_function rows_of(int qtype) {
+    switch (qtype) {
+    case 8: return rows_q8_0;
+    case 2: return rows_q4_0;
+    case 3: return rows_q4_1;
+    case 6: return rows_q5_0;
+    case 12: return rows_q4_k;
+    case 13: return rows_q5_k;
+    case 14: return rows_q6_k;
+    default: return NULL;
+    }
+}
+
+/* Sums of each 32 consecutive x values, (batch, k / 32): what the dot products add each group's offset with. */
+void lf_group_sums(const float *x, int64_t k, int64_t batch, float *xsum) {
+    int64_t groups = k / 32;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t g = 0; g < groups; g++) {
+            float s = 0.0f;
+            for (int j = 0; j < 32; j++) s += x[b * k + g * 32 + j];
+            xsum[b * groups + g] = s;
+        }
+}
+
+/* Rows [0, n) of w (blocks, from the row it points at) against every x row, into y[b * y_stride + row]: one
+ * thread's share of a product, for callers already inside a parallel region (decoder.c). xsum: lf_group_sums
+ * of x. Returns -1 for a type without a kernel. */
+int lf_quantized_rows(int qtype, const uint8_t *w, int64_t n, int64_t k, const float *x, const float *xsum,
+                      int64_t batch, float *y, int64_t y_stride) {
+    rows_function rows = rows_of(qtype);
+    if (rows == NULL || batch < 1 || batch > 16) return -1;
+    rows(w, n, k, x, xsum, batch, y, y_stride);
+    return 0;
+}
+
 /* qtype: ggml's type number. Returns 0, or -1 for a type without a kernel or a batch over 16. */
 int lf_quantized_matvec(int qtype, const uint8_t *w, int64_t n, int64_t k, const float *x, int64_t batch, float *y,
                         int threads) {
-    if (batch < 1 || batch > 16) return -1;
-    switch (qtype) {
-    case 8: matvec_q8_0(w, n, k, x, batch, y, threads); return 0;
-    case 2: matvec_q4_0(w, n, k, x, batch, y, threads); return 0;
-    case 3: matvec_q4_1(w, n, k, x, batch, y, threads); return 0;
-    case 6: matvec_q5_0(w, n, k, x, batch, y, threads); return 0;
-    case 12: matvec_q4_k(w, n, k, x, batch, y, threads); return 0;
-    case 13: matvec_q5_k(w, n, k, x, batch, y, threads); return 0;
-    case 14: matvec_q6_k(w, n, k, x, batch, y, threads); return 0;
-    default: return -1;
-    }
+    rows_function rows = rows_of(qtype);
+    if (rows == NULL || batch < 1 || batch > 16) return -1;
+    int64_t row_bytes = lf_row_bytes(qtype, k);
+    float *xsum = (float *)malloc(sizeof(float) * (size_t)(batch * (k / 32)));
+    if (xsum == NULL) return -1;
+    lf_group_sums(x, k, batch, xsum);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t start = 0; start < n; start += 16)
+        rows(w + start * row_bytes, n - start < 16 ? n - start : 16, k, x, xsum, batch, y + start, n);
+    free(xsum);
+    return 0;
 }
 
 /* Rows `rows` (count of them) of W dequantized into out (count, k): the embedding lookup and prefill tiles. */
 int lf_dequantize_rows(int qtype, const uint8_t *w, int64_t k, const int64_t *rows, int64_t count, float *out,
                        int threads) {
-    int64_t qk = (qtype == 12 || qtype == 13 || qtype == 14) ? 256 : 32;
-    int64_t bytes;
     void (*block)(const uint8_t *, float *);
     switch (qtype) {
-    case 8: bytes = 34; block = block_q8_0; break;
-    case 2: bytes = 18; block = block_q4_0; break;
-    case 3: bytes = 20; block = block_q4_1; break;
-    case 6: bytes = 22; block = block_q5_0; break;
-    case 12: bytes = 144; block = block_q4_k; break;
-    case 13: bytes = 176; block = block_q5_k; break;
-    case 14: bytes = 210; block = block_q6_k; break;
+    case 8: block = block_q8_0; break;
+    case 2: block = block_q4_0; break;
+    case 3: block = block_q4_1; break;
+    case 6: block = block_q5_0; break;
+    case 12: block = block_q4_k; break;
+    case 13: block = block_q5_k; break;
+    case 14: block = block_q6_k; break;
     default: return -1;
     }
-    int64_t blocks = k / qk, row_bytes = blocks * bytes;
+    int64_t qk = (qtype == 12 || qtype == 13 || qtype == 14) ? 256 : 32, blocks = k / qk,
+            row_bytes = lf_row_bytes(qtype, k), bytes = lf_row_bytes(qtype, qk);
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int64_t i = 0; i < count; i++) {
         const uint8_t *r = w + rows[i] * row_bytes;

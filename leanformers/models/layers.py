@@ -597,10 +597,15 @@ def checkpointed(model, function):
 
 
 def run_decoder_layers(model, layers, x, final_norm, cache, output_hidden_states: bool, output_attentions: bool,
-                       run_layer):
+                       run_layer, run_all=None):
     """x (B, T, C) through each layer (`run_layer(layer, x) -> (x, attention weights)`, checkpointed when
     the model checkpoints its layers), then final_norm; the hidden states and attention weights are
-    collected when asked for."""
+    collected when asked for. `run_all(x)`, when given and neither is asked for, runs every layer at once
+    where it can (a native decode step, models/native_decode.py), else returns None."""
+    if run_all is not None and not output_hidden_states and not output_attentions:
+        out = run_all(x)
+        if out is not None:
+            return BaseModelOutputWithPast(last_hidden_state=final_norm(out), cache=cache)
     recompute_norms = trains_plainly(x) and not checkpointing(model) and RecomputedNormOutputs.active is None
     run_layer = checkpointed(model, run_layer)
     all_hidden, all_attentions = [], []

@@ -15,6 +15,7 @@ from .base import PreTrainedModel
 from .heads import LastTokenClassificationHead, QuestionAnsweringHead, TokenClassificationHead, classifier_dropout
 from .layers import (Linear, RMSNorm, RotaryEmbedding, apply_rotary, build_attention_mask, cached_attention,
                      causal_lm_head, gated_mlp, get_activation, run_decoder_layers, start_decoder_forward)
+from .native_decode import native_decode_step
 from .outputs import CausalLMOutputWithPast
 
 
@@ -235,7 +236,8 @@ class LlamaModel(LlamaPreTrainedModel):
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
         return run_decoder_layers(
             self, self.layers, inputs_embeds, self.norm, cache, output_hidden_states, output_attentions,
-            lambda layer, x: layer(x, cos, sin, masks[layer.sliding_window], cache, output_attentions))
+            lambda layer, x: layer(x, cos, sin, masks[layer.sliding_window], cache, output_attentions),
+            run_all=lambda x: native_decode_step(self.layers, x, cache, cos, sin, attention_mask))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):

@@ -1,0 +1,170 @@
+"""Decode steps through Llama-shaped decoder layers in one native call (kernels/decoder.c).
+
+A layer qualifies by its parts, under the checkpoint names the Llama family gives them: input_layernorm,
+self_attn (q_proj, k_proj, v_proj, o_proj, optionally q_norm and k_norm), post_attention_layernorm and mlp
+(gate_proj, up_proj, down_proj with SiLU), and nothing else; each projection plain fp32 (Linear) or GGUF blocks
+(QuantizedLinear), each norm an fp32 RMSNorm. Llama, SmolLM, Mistral, Qwen2 and Qwen3 layers do; Gemma's (more
+norms) and an adapter-wrapped projection do not, and run through their forward as before.
+
+A step qualifies when it is a plain decode step: one new fp32 token per row for at most 16 rows on CPU, no
+gradients, no hidden states or attention weights asked for, the model's own KVCache holding the prefill's
+fp32 keys and values, and at most a (B, past + 1) padding mask. Otherwise, and without the kernels
+(LEANFORMERS_KERNELS=0, no compiler, LEANFORMERS_FAST_DECODE=0), the layers' forward is the eager twin.
+
+Why: SmolLM2-135M kept in Q4_1 blocks spent ~12 of a ~19 ms step outside its products, in ~800 Python calls
+and small torch ops a step; here they are one call (see decoder.c).
+"""
+
+import ctypes
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..generation.cache import KVCache
+from ..kernels import (FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight, decode_step,
+                       kernels_available)
+from .layers import FAST_CPU_DECODE, Linear, RMSNorm
+from .quantized import QuantizedLinear
+
+LAYER_PARTS = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
+ATTENTION_PARTS = {"q_proj", "k_proj", "v_proj", "o_proj"}
+MLP_PARTS = {"gate_proj", "up_proj", "down_proj"}
+
+
+def weight_description(module) -> DecoderWeight | None:
+    """decoder.c's view of a projection, or None where it cannot read it."""
+    bias = module._parameters.get("bias")
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_cpu or not bias.is_contiguous()):
+        return None
+    bias_pointer = None if bias is None else bias.data_ptr()
+    if type(module) in (Linear, nn.Linear):
+        weight = module._parameters["weight"]
+        if weight.dtype != torch.float32 or not weight.is_cpu or not weight.is_contiguous():
+            return None
+        return DecoderWeight(FP32_ROWS, weight.data_ptr(), bias_pointer, weight.shape[0], weight.shape[1])
+    if type(module) is QuantizedLinear and module.type_name in KERNEL_TYPES and module.qweight.is_cpu:
+        return DecoderWeight(KERNEL_TYPES[module.type_name][0], module.qweight.data_ptr(), bias_pointer,
+                             module.out_features, module.in_features)
+    return None
+
+
+def norm_weight(module) -> torch.Tensor | None:
+    if type(module) is not RMSNorm:
+        return None
+    weight = module._parameters["weight"]
+    return weight if weight.dtype == torch.float32 and weight.is_cpu and weight.is_contiguous() else None
+
+
+def layer_description(layer, eps: list) -> DecoderLayer | None:
+    """decoder.c's view of one decoder layer (the norms' epsilons appended to eps), or None."""
+    attention, mlp = layer._modules.get("self_attn"), layer._modules.get("mlp")
+    if set(layer._modules) != LAYER_PARTS or getattr(mlp, "act", None) is not F.silu:
+        return None
+    norm_parts = {"q_norm", "k_norm"} if getattr(attention, "qk_norm", False) else set()
+    if set(attention._modules) != ATTENTION_PARTS | norm_parts or set(mlp._modules) != MLP_PARTS:
+        return None
+    weights = [weight_description(module) for module in (
+        attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj, mlp.gate_proj, mlp.up_proj,
+        mlp.down_proj)]
+    norms = [layer.input_layernorm, layer.post_attention_layernorm]
+    if norm_parts:
+        norms += [attention.q_norm, attention.k_norm]
+    norm_weights = [norm_weight(norm) for norm in norms]
+    if any(w is None for w in weights) or any(w is None for w in norm_weights):
+        return None
+    eps.extend(norm.variance_epsilon for norm in norms)
+    pointers = [w.data_ptr() for w in norm_weights] + [None, None]  # no q_norm and k_norm: NULL
+    return DecoderLayer(*weights, *pointers[:4], layer.sliding_window or 0)
+
+
+def held_parts(layers) -> list:
+    """Each dict in which a module of the layers keeps its submodules, parameters or buffers."""
+    return [held for module in layers.modules() for held in (module._modules, module._parameters, module._buffers)]
+
+
+class NativeDecoder:
+    """decoder.c's description of a stack of layers, valid while the layers hold the tensors it points into,
+    unchanged (`current`)."""
+
+    def __init__(self, layers):
+        self.parts = [(held, dict(held)) for held in held_parts(layers)]
+        self.tensors = [(t, t._version) for _, parts in self.parts for t in parts.values() if isinstance(t, torch.Tensor)]
+        self.decoder = None
+        eps = []
+        described = [layer_description(layer, eps) for layer in layers]
+        if not described or any(d is None for d in described) or len(set(eps)) != 1:
+            return
+        attention = layers[0].self_attn
+        heads, kv_heads, head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
+        first = described[0]
+        shapes = {(d.q.rows, d.k.rows, d.v.rows, d.o.rows, d.o.cols, d.gate.rows, d.up.rows, d.down.cols)
+                  for d in described}
+        if shapes != {(heads * head_dim, kv_heads * head_dim, kv_heads * head_dim, first.q.cols, heads * head_dim,
+                       first.gate.rows, first.gate.rows, first.gate.rows)} or head_dim > 512 or head_dim % 2:
+            return
+        self.layers = (DecoderLayer * len(described))(*described)
+        self.decoder = Decoder(len(described), first.q.cols, heads, kv_heads, head_dim, first.gate.rows, eps[0],
+                               head_dim**-0.5, self.layers)
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+
+    def current(self) -> bool:
+        """Whether each submodule, parameter and buffer is still where it was, each tensor unchanged in place
+        (a layer that gained a part, an adapter, is a new module in its parent's place)."""
+        return (all(len(held) == len(parts) and all(held.get(name) is part for name, part in parts.items())
+                    for held, parts in self.parts)
+                and all(t._version == version for t, version in self.tensors))
+
+
+DECODERS = weakref.WeakKeyDictionary()  # layers (nn.ModuleList) -> NativeDecoder
+
+
+def native_decoder(layers) -> NativeDecoder | None:
+    decoder = DECODERS.get(layers)
+    if decoder is None or not decoder.current():
+        decoder = DECODERS[layers] = NativeDecoder(layers)
+    return decoder if decoder.decoder is not None else None
+
+
+def cache_buffers(cache, layers: int, batch: int, decoder: NativeDecoder) -> int | None:
+    """The positions `cache` holds for every layer, when decoder.c can append to its buffers in place (grown
+    first where full); else None."""
+    if type(cache) is not KVCache or len(cache) != layers or len(set(cache.lengths)) != 1:
+        return None
+    past = cache.lengths[0]
+    shape = (batch, decoder.kv_heads)
+    for buffers in (cache.keys, cache.values):
+        for buffer in buffers:
+            if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
+                    or buffer.shape[3] != decoder.head_dim or buffer.stride()[2:] != (decoder.head_dim, 1)
+                    or buffer.stride()[:2] != cache.keys[0].stride()[:2]):
+                return None
+    if past + 1 > cache.keys[0].shape[2]:
+        for layer in range(layers):
+            cache.grow(layer, past + 1)
+    return past
+
+
+def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
+    """The layers' output for a decode step x (B, 1, hidden), computed by decoder.c (the cache appended to),
+    or None where the step or the layers do not qualify (the caller then runs the layers' forward)."""
+    batch = x.shape[0]
+    if (not FAST_CPU_DECODE or x.dim() != 3 or x.shape[1] != 1 or not 1 <= batch <= MAX_MATVEC_ROWS
+            or x.dtype != torch.float32 or not x.is_cpu or torch.is_grad_enabled() or layers.training
+            or cache is None or not kernels_available()):
+        return None
+    decoder = native_decoder(layers)
+    if decoder is None:
+        return None
+    past = cache_buffers(cache, len(layers), batch, decoder)
+    if past is None or cos.shape != (batch, 1, 1, decoder.head_dim) or cos.dtype != torch.float32:
+        return None
+    if attention_mask is not None and attention_mask.shape != (batch, past + 1):
+        return None
+    keep = None if attention_mask is None else attention_mask.bool().contiguous()
+    hidden = x.reshape(batch, -1).clone()
+    decode_step(decoder.decoder, hidden, cache.keys, cache.values, past, cos.reshape(batch, -1).contiguous(),
+                signed_sin.reshape(batch, -1).contiguous(), keep)
+    cache.lengths = [past + 1] * len(layers)
+    return hidden.view_as(x)
