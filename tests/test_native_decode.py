@@ -188,7 +188,7 @@ def test_steps_and_layers_the_native_step_leaves_to_the_forward(native_steps):
     assert native_steps == [1]
     attention = model.model.layers[1].self_attn
     attention.v_proj = Doubled(attention.v_proj)
-    assert native_decode.native_decoder(model.model.layers) is None
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is None
     with torch.no_grad():
         cache = KVCache()
         model(ids, cache=cache)
@@ -201,7 +201,7 @@ def test_gemma3_layers_do_not_qualify():
     config = Gemma3TextConfig(**{**TINY, "head_dim": 16}, sliding_window=4,
                               layer_types=["sliding_attention", "full_attention"])
     model = Gemma3ForCausalLM(config).eval()
-    assert native_decode.native_decoder(model.model.layers) is None
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is None
 
 
 def test_without_the_kernels_the_native_step_declines(native_kernels_off, native_steps):

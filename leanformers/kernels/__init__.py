@@ -187,18 +187,15 @@ def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
     return list(y.split(rows, dim=1)) if count > 1 else [y]
 
 
-def decode_step(decoder: Decoder, x: torch.Tensor, keys: list, values: list, past: int, cos: torch.Tensor,
-                signed_sin: torch.Tensor, keep: torch.Tensor | None) -> None:
+def decode_step(decoder: Decoder, x: torch.Tensor, keys, values, batch_stride: int, head_stride: int, past: int,
+                cos: torch.Tensor, signed_sin: torch.Tensor, keep: torch.Tensor | None) -> None:
     """decoder.c's step through every layer `decoder` describes: x (B, hidden) fp32, the new tokens'
-    embeddings, becomes the last layer's output, in place; keys[i] and values[i] (B, kv_heads, capacity,
-    head_dim) fp32, layer i's cache holding `past` positions, get the new ones at position past. cos,
-    signed_sin (B, head_dim); keep (B, past + 1) bool or None. The caller (models/native_decode.py) has
-    checked every shape, dtype and layout."""
-    first = keys[0]
-    pointers = ctypes.c_void_p * len(keys)
+    embeddings, becomes the last layer's output, in place. keys[i] and values[i]: pointers to layer i's cache
+    buffers (B, kv_heads, capacity, head_dim) fp32, their strides batch_stride and head_stride, holding
+    `past` positions; the new ones go to position past. cos, signed_sin (B, head_dim); keep (B, past + 1)
+    bool or None. The caller (models/native_decode.py) has checked every shape, dtype and layout."""
     status = native_library().lf_decode_step(
-        ctypes.byref(decoder), x.data_ptr(), x.shape[0], pointers(*[k.data_ptr() for k in keys]),
-        pointers(*[v.data_ptr() for v in values]), first.stride(0), first.stride(1), past, cos.data_ptr(),
-        signed_sin.data_ptr(), None if keep is None else keep.data_ptr(), torch.get_num_threads())
+        ctypes.byref(decoder), x.data_ptr(), x.shape[0], keys, values, batch_stride, head_stride, past,
+        cos.data_ptr(), signed_sin.data_ptr(), None if keep is None else keep.data_ptr(), torch.get_num_threads())
     if status != 0:
         raise RuntimeError("decoder.c refused a step native_decode checked")  # the two disagree: a bug here

@@ -16,6 +16,7 @@ and small torch ops a step; here they are one call (see decoder.c).
 """
 
 import ctypes
+import operator
 import weakref
 
 import torch
@@ -79,18 +80,18 @@ def layer_description(layer, eps: list) -> DecoderLayer | None:
     return DecoderLayer(*weights, *pointers[:4], layer.sliding_window or 0)
 
 
-def held_parts(layers) -> list:
-    """Each dict in which a module of the layers keeps its submodules, parameters or buffers."""
-    return [held for module in layers.modules() for held in (module._modules, module._parameters, module._buffers)]
-
-
 class NativeDecoder:
     """decoder.c's description of a stack of layers, valid while the layers hold the tensors it points into,
-    unchanged (`current`)."""
+    unchanged (`current`), and the pointers to a cache's buffers (`cache_buffers`)."""
 
     def __init__(self, layers):
-        self.parts = [(held, dict(held)) for held in held_parts(layers)]
-        self.tensors = [(t, t._version) for _, parts in self.parts for t in parts.values() if isinstance(t, torch.Tensor)]
+        dicts = [held for module in layers.modules() for held in (module._modules, module._parameters, module._buffers)]
+        self.structure = [(held, dict(held)) for held in dicts[0::3]]  # submodules by name
+        self.slots = [(held, name) for held in dicts[1::3] + dicts[2::3] for name, t in held.items() if t is not None]
+        self.tensors = [held[name] for held, name in self.slots]
+        self.versions = [t._version for t in self.tensors]
+        self.checked_with = None  # the cache of the last step whose structure was checked (a weak reference)
+        self.buffers = None  # the cache's key and value buffers the pointers below are to
         self.decoder = None
         eps = []
         described = [layer_description(layer, eps) for layer in layers]
@@ -109,41 +110,54 @@ class NativeDecoder:
                                head_dim**-0.5, self.layers)
         self.kv_heads, self.head_dim = kv_heads, head_dim
 
-    def current(self) -> bool:
-        """Whether each submodule, parameter and buffer is still where it was, each tensor unchanged in place
-        (a layer that gained a part, an adapter, is a new module in its parent's place)."""
-        return (all(len(held) == len(parts) and all(held.get(name) is part for name, part in parts.items())
-                    for held, parts in self.parts)
-                and all(t._version == version for t, version in self.tensors))
+    def current(self, cache) -> bool:
+        """Whether every parameter and buffer is still the tensor it was, unchanged in place (every step), and
+        every submodule still where it was (an adapter put in a projection's place; checked at the first step
+        on each cache: ~1,000 entries for SmolLM2, 0.4 ms, would be 4% of every step)."""
+        held_now = [held.get(name) for held, name in self.slots]
+        if not all(map(operator.is_, held_now, self.tensors)) or [t._version for t in self.tensors] != self.versions:
+            return False
+        if self.checked_with is not None and self.checked_with() is cache:
+            return True
+        if not all(held == parts for held, parts in self.structure):
+            return False
+        self.checked_with = weakref.ref(cache)
+        return True
+
+    def cache_buffers(self, cache, batch: int) -> int | None:
+        """The positions `cache` holds for every layer, when decoder.c can append to its buffers in place
+        (grown first where full); else None. Pointers to the buffers are kept while they stay the same."""
+        layers = len(self.layers)
+        if type(cache) is not KVCache or len(cache) != layers or len(set(cache.lengths)) != 1:
+            return None
+        past = cache.lengths[0]
+        if past + 1 > cache.keys[0].shape[2]:
+            for layer in range(layers):
+                cache.grow(layer, past + 1)
+        if self.buffers is None or not all(map(operator.is_, cache.keys + cache.values, self.buffers)):
+            self.buffers = None
+            shape, strides = (batch, self.kv_heads), cache.keys[0].stride()[:2]
+            for buffer in cache.keys + cache.values:
+                if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
+                        or buffer.shape[3] != self.head_dim or buffer.stride() != (*strides, self.head_dim, 1)):
+                    return None
+            pointers = ctypes.c_void_p * layers
+            self.buffers = cache.keys + cache.values
+            self.pointers = (pointers(*[k.data_ptr() for k in cache.keys]),
+                             pointers(*[v.data_ptr() for v in cache.values]), *strides)
+        elif cache.keys[0].shape[0] != batch:
+            return None
+        return past
 
 
 DECODERS = weakref.WeakKeyDictionary()  # layers (nn.ModuleList) -> NativeDecoder
 
 
-def native_decoder(layers) -> NativeDecoder | None:
+def native_decoder(layers, cache) -> NativeDecoder | None:
     decoder = DECODERS.get(layers)
-    if decoder is None or not decoder.current():
+    if decoder is None or not decoder.current(cache):
         decoder = DECODERS[layers] = NativeDecoder(layers)
     return decoder if decoder.decoder is not None else None
-
-
-def cache_buffers(cache, layers: int, batch: int, decoder: NativeDecoder) -> int | None:
-    """The positions `cache` holds for every layer, when decoder.c can append to its buffers in place (grown
-    first where full); else None."""
-    if type(cache) is not KVCache or len(cache) != layers or len(set(cache.lengths)) != 1:
-        return None
-    past = cache.lengths[0]
-    shape = (batch, decoder.kv_heads)
-    for buffers in (cache.keys, cache.values):
-        for buffer in buffers:
-            if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
-                    or buffer.shape[3] != decoder.head_dim or buffer.stride()[2:] != (decoder.head_dim, 1)
-                    or buffer.stride()[:2] != cache.keys[0].stride()[:2]):
-                return None
-    if past + 1 > cache.keys[0].shape[2]:
-        for layer in range(layers):
-            cache.grow(layer, past + 1)
-    return past
 
 
 def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
@@ -154,17 +168,17 @@ def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
             or x.dtype != torch.float32 or not x.is_cpu or torch.is_grad_enabled() or layers.training
             or cache is None or not kernels_available()):
         return None
-    decoder = native_decoder(layers)
+    decoder = native_decoder(layers, cache)
     if decoder is None:
         return None
-    past = cache_buffers(cache, len(layers), batch, decoder)
+    past = decoder.cache_buffers(cache, batch)
     if past is None or cos.shape != (batch, 1, 1, decoder.head_dim) or cos.dtype != torch.float32:
         return None
     if attention_mask is not None and attention_mask.shape != (batch, past + 1):
         return None
     keep = None if attention_mask is None else attention_mask.bool().contiguous()
     hidden = x.reshape(batch, -1).clone()
-    decode_step(decoder.decoder, hidden, cache.keys, cache.values, past, cos.reshape(batch, -1).contiguous(),
+    decode_step(decoder.decoder, hidden, *decoder.pointers, past, cos.reshape(batch, -1).contiguous(),
                 signed_sin.reshape(batch, -1).contiguous(), keep)
-    cache.lengths = [past + 1] * len(layers)
+    cache.lengths = [past + 1] * len(decoder.layers)
     return hidden.view_as(x)
