@@ -4,6 +4,7 @@ and the real models that PyPI packages carry."""
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,25 @@ def native_kernels_off(monkeypatch):
     """LEANFORMERS_KERNELS=0 for one test: decode steps take torch's own fast paths ("split", "packed")."""
     with native_kernels_unbuilt(monkeypatch):
         yield
+
+
+@pytest.fixture(scope="session", params=["avx512", "avx2", "portable"])
+def other_build(request, tmp_path_factory):
+    """The kernels built for AVX-512 without its bf16 instructions, for AVX2, and in plain C: the native build
+    picks the most this CPU has, so the other paths are built and checked too (where the CPU can run them)."""
+    from leanformers import kernels
+
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        pytest.skip("no C compiler on this machine to build the native kernels with")
+    needs = {"avx512": "avx512f", "avx2": "avx2"}.get(request.param)
+    if needs and needs not in kernels.cpu_flags().split():
+        pytest.skip(f"this CPU has no {needs}")  # nothing here can run that build
+    flags = {"avx512": ["-mavx512f", "-mavx2", "-mfma", "-mf16c"], "avx2": ["-mavx2", "-mfma", "-mf16c"],
+             "portable": []}[request.param]
+    target = tmp_path_factory.mktemp("kernels") / f"kernels-{request.param}.so"
+    assert kernels.compile_library(compiler, target, flags)
+    return kernels.bind(target)
 
 
 TINY_LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,

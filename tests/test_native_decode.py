@@ -7,7 +7,9 @@ import torch
 
 from leanformers import (AutoModelForCausalLM, Gemma3TextConfig, Gemma3ForCausalLM, KVCache, LlamaConfig,
                          LlamaForCausalLM, MistralConfig, Qwen2Config, Qwen3Config)
+from leanformers import kernels
 from leanformers.models import native_decode
+from leanformers.models.quantized import quantize
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -64,6 +66,17 @@ def left_padded(batch: int, length: int, seed: int):
     return ids, mask
 
 
+def stepped_logits(model, ids, mask, continuation):
+    """The logits of each decode step that feeds `continuation` (B, n) one token at a time after the prompt."""
+    cache, logits = KVCache(), []
+    with torch.no_grad():
+        model(ids, attention_mask=mask, cache=cache)
+        for step in range(continuation.shape[1]):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits.append(model(continuation[:, step : step + 1], attention_mask=mask, cache=cache).logits)
+    return torch.cat(logits, dim=1)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_native_steps_generate_what_the_layers_forward_does(family, batch, native_steps, monkeypatch):
@@ -76,6 +89,27 @@ def test_native_steps_generate_what_the_layers_forward_does(family, batch, nativ
     assert native_steps == [batch] * 11
     assert torch.equal(tokens, eager_tokens)
     torch.testing.assert_close(logits, eager_logits, atol=1e-4, rtol=0)
+
+
+def assert_within_two_bf16_units(got, expected):
+    spacing = 2.0 ** (torch.floor(torch.log2(expected.abs().clamp_min(2**-30))) - 7)  # each value's bf16 ulp
+    assert bool(((got - expected).abs() <= 2 * spacing).all())
+
+
+@pytest.mark.parametrize("family", list(CONFIGS))
+def test_bfloat16_native_steps_round_as_the_layers_forward_does(family, native_steps, monkeypatch):
+    """Every op's result is rounded to bf16 where torch's bf16 ops round it; a product summed in another
+    order can still round to the neighbouring bf16 value, so a logit may differ by a unit in its last place
+    (and a near-tie between two tokens may break the other way: both runs are fed the same tokens)."""
+    model = tiny_model(family).to(torch.bfloat16)
+    ids, mask = left_padded(3, 7, seed=3)
+    continuation = torch.randint(3, 128, (3, 10), generator=torch.Generator().manual_seed(4))
+    native = stepped_logits(model, ids, mask, continuation).float()
+    assert native_steps == [3] * 10
+    eager_only(monkeypatch)
+    eager = stepped_logits(model, ids, mask, continuation).float()
+    assert_within_two_bf16_units(native, eager)
+    assert float((native != eager).float().mean()) < 0.05
 
 
 def test_native_steps_match_transformers_generate(llama_checkpoint, native_steps):
@@ -209,3 +243,26 @@ def test_without_the_kernels_the_native_step_declines(native_kernels_off, native
     ids, mask = left_padded(2, 5, seed=6)
     tokens, _ = greedy(model, ids, mask, 4)
     assert native_steps == [] and tokens.shape == (2, 9)
+
+
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "q4_0"])
+def test_each_instruction_set_build_steps_as_the_layers_forward_does(other_build, kind, native_steps, monkeypatch):
+    """The step built for AVX-512 without bf16 instructions (bf16 products widen x to fp32), for AVX2 and in
+    plain C (quantized products dequantize whole blocks), as the layers' forward on the same model."""
+    model = tiny_model("qwen3")
+    if kind == "bfloat16":
+        model = model.to(torch.bfloat16)
+    elif kind == "q4_0":
+        quantize(model, kind)  # every projection: in_features 64 and 96 split into blocks of 32
+    ids, mask = left_padded(2, 6, seed=8)
+    continuation = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(9))
+    with monkeypatch.context() as patch:
+        patch.setattr(kernels, "native_library", lambda: other_build)
+        native = stepped_logits(model, ids, mask, continuation).float()
+    assert native_steps == [2] * 6
+    eager_only(monkeypatch)
+    eager = stepped_logits(model, ids, mask, continuation).float()
+    if kind == "bfloat16":
+        assert_within_two_bf16_units(native, eager)
+    else:
+        torch.testing.assert_close(native, eager, atol=1e-4, rtol=0)

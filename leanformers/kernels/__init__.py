@@ -35,7 +35,7 @@ DENSE_TYPES = {torch.float32: 0, torch.bfloat16: 1}  # the weight dtypes matvec.
 MAX_MATVEC_ROWS = 16  # input rows per call: quant.c keeps one accumulator per row, matvec.c's MAX_BATCH
 MAX_DENSE_WEIGHTS = 8  # weights one dense_matvec call reads: matvec.c's MAX_WEIGHTS
 SOURCES = [Path(__file__).with_name(name) for name in ("quant.c", "matvec.c", "decoder.c")]
-FP32_ROWS = -1  # a DecoderWeight's kind for fp32 rows (else ggml's type number)
+FP32_ROWS, BF16_ROWS = -1, -2  # a DecoderWeight's kind for dense rows (else ggml's type number of its blocks)
 
 
 class DecoderWeight(ctypes.Structure):  # decoder.c's lf_weight
@@ -51,7 +51,7 @@ class DecoderLayer(ctypes.Structure):  # lf_layer
 
 class Decoder(ctypes.Structure):  # lf_decoder
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "hidden", "heads", "kv_heads", "head_dim",
-                                                      "intermediate")] + [
+                                                      "intermediate", "bf16")] + [
         ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("layer", ctypes.POINTER(DecoderLayer))]
 
 
@@ -189,8 +189,8 @@ def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
 
 def decode_step(decoder: Decoder, x: torch.Tensor, keys, values, batch_stride: int, head_stride: int, past: int,
                 cos: torch.Tensor, signed_sin: torch.Tensor, keep: torch.Tensor | None) -> None:
-    """decoder.c's step through every layer `decoder` describes: x (B, hidden) fp32, the new tokens'
-    embeddings, becomes the last layer's output, in place. keys[i] and values[i]: pointers to layer i's cache
+    """decoder.c's step through every layer `decoder` describes: x (B, hidden) fp32 (a bf16 model's values
+    widened), the new tokens' embeddings, becomes the last layer's output, in place. keys[i] and values[i]: pointers to layer i's cache
     buffers (B, kv_heads, capacity, head_dim) fp32, their strides batch_stride and head_stride, holding
     `past` positions; the new ones go to position past. cos, signed_sin (B, head_dim); keep (B, past + 1)
     bool or None. The caller (models/native_decode.py) has checked every shape, dtype and layout."""

@@ -270,3 +270,20 @@ void lf_fp32_rows(const float *w, const float *bias, int64_t n, int64_t k, const
                   int64_t y_stride) {
     dot_rows(w, bias, 0, n, k, x, batch, y, y_stride);
 }
+
+/* The same for one bf16 weight (bias bf16 or NULL) with x as dot_rows reads it for bf16 weights (bf16 where
+ * lf_bf16_reads_bf16_x() says so, else fp32 holding bf16 values): y as fp32 holding the bf16 result, rounded
+ * once as lf_dense_matvec rounds it. */
+void lf_bf16_rows(const uint16_t *w, const uint16_t *bias, int64_t n, int64_t k, const void *x, int64_t batch,
+                  float *y, int64_t y_stride) {
+    enum { PART = 64 };
+    uint16_t part[MAX_BATCH * PART];
+    for (int64_t start = 0; start < n; start += PART) {
+        int64_t rows = n - start < PART ? n - start : PART;
+        dot_rows(w + start * k, bias ? bias + start : NULL, 1, rows, k, x, batch, part, PART);
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t r = 0; r < rows; r++) y[b * y_stride + start + r] = bf16_to_float(part[b * PART + r]);
+    }
+}
+
+int lf_bf16_reads_bf16_x(void) { return BF16_MODE == BF16_PAIRS; }

@@ -2,11 +2,11 @@
 
 A layer qualifies by its parts, under the checkpoint names the Llama family gives them: input_layernorm,
 self_attn (q_proj, k_proj, v_proj, o_proj, optionally q_norm and k_norm), post_attention_layernorm and mlp
-(gate_proj, up_proj, down_proj with SiLU), and nothing else; each projection plain fp32 (Linear) or GGUF blocks
-(QuantizedLinear), each norm an fp32 RMSNorm. Llama, SmolLM, Mistral, Qwen2 and Qwen3 layers do; Gemma's (more
+(gate_proj, up_proj, down_proj with SiLU), and nothing else; each projection plain (Linear) or GGUF blocks
+(QuantizedLinear), each norm an RMSNorm, all fp32 or all bf16 (the blocks: fp32 only). Llama, SmolLM, Mistral, Qwen2 and Qwen3 layers do; Gemma's (more
 norms) and an adapter-wrapped projection do not, and run through their forward as before.
 
-A step qualifies when it is a plain decode step: one new fp32 token per row for at most 16 rows on CPU, no
+A step qualifies when it is a plain decode step: one new token per row (in the layers' dtype) for at most 16 rows on CPU, no
 gradients, no hidden states or attention weights asked for, the model's own KVCache holding the prefill's
 fp32 keys and values, and at most a (B, past + 1) padding mask. Otherwise, and without the kernels
 (LEANFORMERS_KERNELS=0, no compiler, LEANFORMERS_FAST_DECODE=0), the layers' forward is the eager twin.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generation.cache import KVCache
-from ..kernels import (FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight, decode_step,
+from ..kernels import (BF16_ROWS, FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight, decode_step,
                        kernels_available)
 from .layers import FAST_CPU_DECODE, Linear, RMSNorm
 from .quantized import QuantizedLinear
@@ -34,48 +34,55 @@ ATTENTION_PARTS = {"q_proj", "k_proj", "v_proj", "o_proj"}
 MLP_PARTS = {"gate_proj", "up_proj", "down_proj"}
 
 
-def weight_description(module) -> DecoderWeight | None:
-    """decoder.c's view of a projection, or None where it cannot read it."""
+DENSE_KINDS = {torch.float32: FP32_ROWS, torch.bfloat16: BF16_ROWS}
+
+
+def usable(t, dtype) -> bool:
+    return t.dtype == dtype and t.is_cpu and t.is_contiguous()
+
+
+def weight_description(module, dtype) -> DecoderWeight | None:
+    """decoder.c's view of a projection of a model in `dtype`, or None where it cannot read it."""
     bias = module._parameters.get("bias")
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_cpu or not bias.is_contiguous()):
-        return None
-    bias_pointer = None if bias is None else bias.data_ptr()
-    if type(module) in (Linear, nn.Linear):
+    if type(module) in (Linear, nn.Linear) and usable(module._parameters["weight"], dtype) and (
+            bias is None or usable(bias, dtype)):
         weight = module._parameters["weight"]
-        if weight.dtype != torch.float32 or not weight.is_cpu or not weight.is_contiguous():
-            return None
-        return DecoderWeight(FP32_ROWS, weight.data_ptr(), bias_pointer, weight.shape[0], weight.shape[1])
-    if type(module) is QuantizedLinear and module.type_name in KERNEL_TYPES and module.qweight.is_cpu:
-        return DecoderWeight(KERNEL_TYPES[module.type_name][0], module.qweight.data_ptr(), bias_pointer,
-                             module.out_features, module.in_features)
+        return DecoderWeight(DENSE_KINDS[dtype], weight.data_ptr(), None if bias is None else bias.data_ptr(),
+                             weight.shape[0], weight.shape[1])
+    if (type(module) is QuantizedLinear and dtype == torch.float32 and module.type_name in KERNEL_TYPES
+            and module.qweight.is_cpu and (bias is None or usable(bias, dtype))):
+        return DecoderWeight(KERNEL_TYPES[module.type_name][0], module.qweight.data_ptr(),
+                             None if bias is None else bias.data_ptr(), module.out_features, module.in_features)
     return None
 
 
-def norm_weight(module) -> torch.Tensor | None:
-    if type(module) is not RMSNorm:
+def norm_weight(module, dtype) -> torch.Tensor | None:
+    """An RMSNorm's weight as decoder.c reads it: fp32 (a bf16 one widened: exact), or None."""
+    if type(module) is not RMSNorm or not usable(module._parameters["weight"], dtype):
         return None
-    weight = module._parameters["weight"]
-    return weight if weight.dtype == torch.float32 and weight.is_cpu and weight.is_contiguous() else None
+    return module._parameters["weight"].float()
 
 
-def layer_description(layer, eps: list) -> DecoderLayer | None:
-    """decoder.c's view of one decoder layer (the norms' epsilons appended to eps), or None."""
+def layer_description(layer, dtype, eps: list, kept: list) -> DecoderLayer | None:
+    """decoder.c's view of one decoder layer of a model in `dtype` (the norms' epsilons appended to eps, the
+    widened norm weights it points to to kept), or None."""
     attention, mlp = layer._modules.get("self_attn"), layer._modules.get("mlp")
     if set(layer._modules) != LAYER_PARTS or getattr(mlp, "act", None) is not F.silu:
         return None
     norm_parts = {"q_norm", "k_norm"} if getattr(attention, "qk_norm", False) else set()
     if set(attention._modules) != ATTENTION_PARTS | norm_parts or set(mlp._modules) != MLP_PARTS:
         return None
-    weights = [weight_description(module) for module in (
+    weights = [weight_description(module, dtype) for module in (
         attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj, mlp.gate_proj, mlp.up_proj,
         mlp.down_proj)]
     norms = [layer.input_layernorm, layer.post_attention_layernorm]
     if norm_parts:
         norms += [attention.q_norm, attention.k_norm]
-    norm_weights = [norm_weight(norm) for norm in norms]
+    norm_weights = [norm_weight(norm, dtype) for norm in norms]
     if any(w is None for w in weights) or any(w is None for w in norm_weights):
         return None
     eps.extend(norm.variance_epsilon for norm in norms)
+    kept.extend(norm_weights)
     pointers = [w.data_ptr() for w in norm_weights] + [None, None]  # no q_norm and k_norm: NULL
     return DecoderLayer(*weights, *pointers[:4], layer.sliding_window or 0)
 
@@ -93,9 +100,13 @@ class NativeDecoder:
         self.checked_with = None  # the cache of the last step whose structure was checked (a weak reference)
         self.buffers = None  # the cache's key and value buffers the pointers below are to
         self.decoder = None
-        eps = []
-        described = [layer_description(layer, eps) for layer in layers]
-        if not described or any(d is None for d in described) or len(set(eps)) != 1:
+        first_norm = getattr(layers[0], "input_layernorm", None) if len(layers) else None
+        self.dtype = getattr(getattr(first_norm, "weight", None), "dtype", None)
+        if self.dtype not in DENSE_KINDS:
+            return
+        eps, self.norm_weights = [], []
+        described = [layer_description(layer, self.dtype, eps, self.norm_weights) for layer in layers]
+        if any(d is None for d in described) or len(set(eps)) != 1:
             return
         attention = layers[0].self_attn
         heads, kv_heads, head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
@@ -106,8 +117,8 @@ class NativeDecoder:
                        first.gate.rows, first.gate.rows, first.gate.rows)} or head_dim > 512 or head_dim % 2:
             return
         self.layers = (DecoderLayer * len(described))(*described)
-        self.decoder = Decoder(len(described), first.q.cols, heads, kv_heads, head_dim, first.gate.rows, eps[0],
-                               head_dim**-0.5, self.layers)
+        self.decoder = Decoder(len(described), first.q.cols, heads, kv_heads, head_dim, first.gate.rows,
+                               self.dtype == torch.bfloat16, eps[0], head_dim**-0.5, self.layers)
         self.kv_heads, self.head_dim = kv_heads, head_dim
 
     def current(self, cache) -> bool:
@@ -165,20 +176,20 @@ def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
     or None where the step or the layers do not qualify (the caller then runs the layers' forward)."""
     batch = x.shape[0]
     if (not FAST_CPU_DECODE or x.dim() != 3 or x.shape[1] != 1 or not 1 <= batch <= MAX_MATVEC_ROWS
-            or x.dtype != torch.float32 or not x.is_cpu or torch.is_grad_enabled() or layers.training
+            or x.dtype not in DENSE_KINDS or not x.is_cpu or torch.is_grad_enabled() or layers.training
             or cache is None or not kernels_available()):
         return None
     decoder = native_decoder(layers, cache)
-    if decoder is None:
+    if decoder is None or decoder.dtype != x.dtype:
         return None
     past = decoder.cache_buffers(cache, batch)
-    if past is None or cos.shape != (batch, 1, 1, decoder.head_dim) or cos.dtype != torch.float32:
+    if past is None or cos.shape != (batch, 1, 1, decoder.head_dim):
         return None
     if attention_mask is not None and attention_mask.shape != (batch, past + 1):
         return None
     keep = None if attention_mask is None else attention_mask.bool().contiguous()
-    hidden = x.reshape(batch, -1).clone()
-    decode_step(decoder.decoder, hidden, *decoder.pointers, past, cos.reshape(batch, -1).contiguous(),
-                signed_sin.reshape(batch, -1).contiguous(), keep)
+    hidden = x.reshape(batch, -1).to(torch.float32, copy=True)  # written in place; bf16 widened exactly
+    decode_step(decoder.decoder, hidden, *decoder.pointers, past, cos.reshape(batch, -1).float().contiguous(),
+                signed_sin.reshape(batch, -1).float().contiguous(), keep)
     cache.lengths = [past + 1] * len(decoder.layers)
-    return hidden.view_as(x)
+    return hidden.to(x.dtype).view_as(x)
