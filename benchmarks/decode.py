@@ -14,9 +14,10 @@ Prints, for each library and the ratio leanformers / transformers:
   - prefill of a 512-token prompt (logits for the last position only), tokens/s;
   - with --memory: peak RSS of a fresh process that loads the model and generates 1,024 tokens
     (leanformers with its dequantized-GGUF cache already built);
-  - with --profile: batch-1 greedy decode time per step inside the matmul kernels and outside them
-    (torch.profiler's self time of the matmul ops and of leanformers' native matvec calls; the rest of
-    the step's wall time is outside);
+  - with --profile: batch-1 greedy decode time per step inside the kernels and outside them
+    (torch.profiler's self time of the matmul ops and of leanformers' native calls: the step through every
+    layer, the output layer's matvec; the rest of the step's wall time is outside), each call's share, and
+    the GB/s of layer weights the native step reads beside the machine's read bandwidth;
   - with --kernels: only the batch-1 matvec alone, GB/s of weights read by the native kernel
     (kernels/matvec.c) and by torch's F.linear (what transformers calls) on the same weight, SmolLM2's
     576 -> 1,536 (3.5 MB in fp32: it may sit in the CPU's last-level cache) and 576 -> 49,152 (113 MB),
@@ -103,48 +104,75 @@ def measure_speed(args, dtype):
 
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
-              "mkldnn::_linear_pointwise", "aten::_mkl_linear", "leanformers::dense_matvec"}
+              "mkldnn::_linear_pointwise", "aten::_mkl_linear"}
+# leanformers' native calls (ctypes, no torch op), seen by the profiler as events of these names
+NATIVE_CALLS = {"leanformers::decode_step": ("leanformers.models.native_decode", "decode_step"),
+                "leanformers::dense_matvec": ("leanformers.models.layers", "dense_matvec"),
+                "leanformers::quantized_matvec": ("leanformers.models.quantized", "quantized_matvec")}
 
 
 @contextlib.contextmanager
-def native_matvec_recorded():
-    """The linear layers' native matvec calls (a ctypes call, no torch op) seen by the profiler as events."""
-    from leanformers.models import layers
+def native_calls_recorded():
+    import importlib
 
-    native = layers.dense_matvec
+    originals = []
+    for event, (module_name, name) in NATIVE_CALLS.items():
+        module = importlib.import_module(module_name)
+        native = getattr(module, name)
 
-    def recorded(*args, **kwargs):
-        with torch.profiler.record_function("leanformers::dense_matvec"):
-            return native(*args, **kwargs)
+        def recorded(*args, native=native, event=event, **kwargs):
+            with torch.profiler.record_function(event):
+                return native(*args, **kwargs)
 
-    layers.dense_matvec = recorded
+        originals.append((module, name, native))
+        setattr(module, name, recorded)
     try:
         yield
     finally:
-        layers.dense_matvec = native
+        for module, name, native in originals:
+            setattr(module, name, native)
+
+
+def kernel_times_us(model, inputs, new_tokens) -> dict:
+    """Self time (us) of each matmul op and native call over a generate() call, by name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with native_calls_recorded(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate(model, inputs, new_tokens, do_sample=False)
+    return {e.key: e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS | set(NATIVE_CALLS)}
 
 
 def measure_profile(args, dtype):
-    """Batch-1 greedy decode: ms per step inside the matmul kernels and outside them, per library."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """Batch-1 greedy decode: ms per step inside the kernels (torch's matmuls, leanformers' native calls:
+    the decode step through every layer in one call, the output layer's matvec) and outside them, per
+    library; then GB/s of weights the native step reads, beside this machine's read bandwidth."""
     tokenizer, models = load_models(dtype, args.quantized)
     inputs = dict(tokenizer(PROMPTS[:1], return_tensors="pt"))
     steps = args.new_tokens
-    print(f"{'batch-1 decode, ms per step':<34} {'total':>10} {'in matmuls':>11} {'outside':>9}")
+    print(f"{'batch-1 decode, ms per step':<34} {'total':>10} {'in kernels':>11} {'outside':>9}")
+    per_call = {}
     for name, model in models.items():
         generate(model, inputs, 8, do_sample=False)
         # One-token runs subtract the prefill, so what is left is `steps` decode steps.
         wall = best_time(args.repeats, lambda: generate(model, inputs, steps + 1, do_sample=False))
         wall -= best_time(args.repeats, lambda: generate(model, inputs, 1, do_sample=False))
-        with native_matvec_recorded(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            generate(model, inputs, steps + 1, do_sample=False)
-        matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
-        with native_matvec_recorded(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            generate(model, inputs, 1, do_sample=False)
-        matmul_us -= sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
-        total, inside = wall / steps * 1e3, matmul_us / steps / 1e3
+        times = kernel_times_us(model, inputs, steps + 1)
+        for key, us in kernel_times_us(model, inputs, 1).items():
+            times[key] -= us
+        total, inside = wall / steps * 1e3, sum(times.values()) / steps / 1e3
         print(f"{name:<34} {total:>10.2f} {inside:>11.2f} {total - inside:>9.2f}")
+        per_call[name] = {key: us / steps / 1e3 for key, us in times.items() if us > 0}
+    for name, times in per_call.items():
+        print(f"  {name}: " + ", ".join(f"{key} {ms:.2f} ms" for key, ms in sorted(times.items())))
+    layers = models["leanformers"].model.layers
+    step_ms = per_call["leanformers"].get("leanformers::decode_step")
+    if step_ms:
+        layer_bytes = sum(t.nbytes for t in (*layers.parameters(), *layers.buffers()))
+        memory = torch.ones(2**27)  # 512 MB
+        memory.sum()
+        bandwidth = memory.nbytes / best_time(args.repeats, memory.sum) / 1e9
+        print(f"native decode step: {layer_bytes / 1e6:.1f} MB of layer weights in {step_ms:.2f} ms, "
+              f"{layer_bytes / step_ms / 1e6:.1f} GB/s; read bandwidth (torch sum over 512 MB) {bandwidth:.1f} GB/s")
 
 
 KERNEL_SHAPES = {"576 -> 1,536": (1536, 576), "576 -> 49,152": (49152, 576)}  # (out, in) features
@@ -211,7 +239,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quantized", action="store_true", help="leanformers keeps the GGUF blocks (dequantize=False)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (two fresh processes)")
-    parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the matmuls")
+    parser.add_argument("--profile", action="store_true", help="only: time per decode step inside/outside the kernels")
     parser.add_argument("--kernels", action="store_true", help="only: GB/s of the batch-1 matvec alone, native, torch")
     parser.add_argument("--peak-memory-child", choices=["leanformers", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
