@@ -3,8 +3,9 @@
 quant.c holds matrix-vector products over GGUF quantized blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K)
 and the dequantization of chosen rows; matvec.c the matrix-vector products over dense fp32 and bf16 weights
 that decode steps run; decoder.c a whole decode step through Llama-shaped layers on those products
-(models/native_decode.py describes the layers to it). All are compiled with the system C compiler (`cc`, or $CC) into one library in the
-leanformers cache, under a name keyed by the sources, the compiler and this CPU's flags, with -march=native:
+(models/native_decode.py describes the layers to it). All are compiled with the system C compiler (`cc`, or
+$CC) into one library in the leanformers cache, under a name keyed by the sources, the compiler and this
+CPU's flags, with -march=native:
 the compiler picks AVX2, AVX-512 or plain C for the machine it runs on (a build that fails with it is
 retried without). Bound through ctypes; OpenMP threads come from the libgomp torch has already loaded, so
 the kernels and torch share one thread pool. Without a compiler, or with LEANFORMERS_KERNELS=0, the eager
@@ -190,10 +191,11 @@ def dense_matvec(weights: list, biases: list, x: torch.Tensor, library=None):
 def decode_step(decoder: Decoder, x: torch.Tensor, keys, values, batch_stride: int, head_stride: int, past: int,
                 cos: torch.Tensor, signed_sin: torch.Tensor, keep: torch.Tensor | None) -> None:
     """decoder.c's step through every layer `decoder` describes: x (B, hidden) fp32 (a bf16 model's values
-    widened), the new tokens' embeddings, becomes the last layer's output, in place. keys[i] and values[i]: pointers to layer i's cache
-    buffers (B, kv_heads, capacity, head_dim) fp32, their strides batch_stride and head_stride, holding
-    `past` positions; the new ones go to position past. cos, signed_sin (B, head_dim); keep (B, past + 1)
-    bool or None. The caller (models/native_decode.py) has checked every shape, dtype and layout."""
+    widened), the new tokens' embeddings, becomes the last layer's output, in place. keys[i] and values[i]:
+    pointers to layer i's cache buffers (B, kv_heads, capacity, head_dim) fp32, their strides batch_stride
+    and head_stride, holding `past` positions; the new ones go to position past. cos, signed_sin
+    (B, head_dim); keep (B, past + 1) bool or None. The caller (models/native_decode.py) has checked every
+    shape, dtype and layout."""
     status = native_library().lf_decode_step(
         ctypes.byref(decoder), x.data_ptr(), x.shape[0], keys, values, batch_stride, head_stride, past,
         cos.data_ptr(), signed_sin.data_ptr(), None if keep is None else keep.data_ptr(), torch.get_num_threads())

@@ -192,7 +192,8 @@ static float dot(const float *a, const float *b, int64_t n) {
 static void rms_norm(const float *x, const float *weight, int64_t n, float eps, int bf16, float *out) {
     float squares = dot(x, x, n);
     float scale = 1.0f / sqrtf(squares / (float)n + eps);
-    for (int64_t i = 0; i < n; i++) out[i] = bf16 ? round_bf16(weight[i] * round_bf16(x[i] * scale)) : x[i] * scale * weight[i];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = bf16 ? round_bf16(weight[i] * round_bf16(x[i] * scale)) : x[i] * scale * weight[i];
 }
 
 /* x (head_dim,) rotated in place: x * cos + rotate_half(x) * sin, with sin's first half negated (signed_sin).
@@ -245,11 +246,11 @@ int lf_decode_step(const lf_decoder *d, float *x, int64_t batch, float *const *k
         return -1;
     int64_t qkv_width = (heads + 2 * kv_heads) * hd, widest = hidden > inter ? hidden : inter;
     if (heads * hd > widest) widest = heads * hd;
-    float *normed = malloc(sizeof(float) * (size_t)(batch * widest)), *qkv = malloc(sizeof(float) * (size_t)(batch * qkv_width)),
-          *attended = malloc(sizeof(float) * (size_t)(batch * heads * hd)),
-          *scratch = malloc(sizeof(float) * (size_t)(batch * 2 * widest)), *act = malloc(sizeof(float) * (size_t)(batch * inter)),
-          *xsum = malloc(sizeof(float) * (size_t)(batch * (widest / 32 + 1))),
-          *scores = malloc(sizeof(float) * (size_t)(batch * heads * (past + 1)));
+#define FLOATS(count) malloc(sizeof(float) * (size_t)(count))
+    float *normed = FLOATS(batch * widest), *qkv = FLOATS(batch * qkv_width), *attended = FLOATS(batch * heads * hd),
+          *scratch = FLOATS(batch * 2 * widest), *act = FLOATS(batch * inter),
+          *xsum = FLOATS(batch * (widest / 32 + 1)), *scores = FLOATS(batch * heads * (past + 1));
+#undef FLOATS
     uint16_t *x_bf16 = malloc(sizeof(uint16_t) * (size_t)(batch * widest));
     prepared p = {xsum, x_bf16};
     int status = 0, bf16 = d->bf16 != 0;

@@ -3,12 +3,14 @@
 A layer qualifies by its parts, under the checkpoint names the Llama family gives them: input_layernorm,
 self_attn (q_proj, k_proj, v_proj, o_proj, optionally q_norm and k_norm), post_attention_layernorm and mlp
 (gate_proj, up_proj, down_proj with SiLU), and nothing else; each projection plain (Linear) or GGUF blocks
-(QuantizedLinear), each norm an RMSNorm, all fp32 or all bf16 (the blocks: fp32 only). Llama, SmolLM, Mistral, Qwen2 and Qwen3 layers do; Gemma's (more
-norms) and an adapter-wrapped projection do not, and run through their forward as before.
+(QuantizedLinear), each norm an RMSNorm, all fp32 or all bf16 (blocks: with fp32 only). Llama, SmolLM,
+Mistral, Qwen2 and Qwen3 layers do; Gemma's (more norms) and an adapter-wrapped projection do not, and run
+through their forward as before.
 
-A step qualifies when it is a plain decode step: one new token per row (in the layers' dtype) for at most 16 rows on CPU, no
-gradients, no hidden states or attention weights asked for, the model's own KVCache holding the prefill's
-fp32 keys and values, and at most a (B, past + 1) padding mask. Otherwise, and without the kernels
+A step qualifies when it is a plain decode step: one new token per row, in the layers' dtype, for at most 16
+rows on CPU; no gradients, no hidden states or attention weights asked for; the model's own KVCache holding
+the prefill's fp32 keys and values (a bf16 model's too: its forward caches them in fp32 on CPU); at most a
+(B, past + 1) padding mask. Otherwise, and without the kernels
 (LEANFORMERS_KERNELS=0, no compiler, LEANFORMERS_FAST_DECODE=0), the layers' forward is the eager twin.
 
 Why: SmolLM2-135M kept in Q4_1 blocks spent ~12 of a ~19 ms step outside its products, in ~800 Python calls
@@ -24,16 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generation.cache import KVCache
-from ..kernels import (BF16_ROWS, FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight, decode_step,
-                       kernels_available)
+from ..kernels import (BF16_ROWS, FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight,
+                       decode_step, kernels_available)
 from .layers import FAST_CPU_DECODE, Linear, RMSNorm
 from .quantized import QuantizedLinear
 
 LAYER_PARTS = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
 ATTENTION_PARTS = {"q_proj", "k_proj", "v_proj", "o_proj"}
 MLP_PARTS = {"gate_proj", "up_proj", "down_proj"}
-
-
 DENSE_KINDS = {torch.float32: FP32_ROWS, torch.bfloat16: BF16_ROWS}
 
 
@@ -84,7 +84,7 @@ def layer_description(layer, dtype, eps: list, kept: list) -> DecoderLayer | Non
     eps.extend(norm.variance_epsilon for norm in norms)
     kept.extend(norm_weights)
     pointers = [w.data_ptr() for w in norm_weights] + [None, None]  # no q_norm and k_norm: NULL
-    return DecoderLayer(*weights, *pointers[:4], layer.sliding_window or 0)
+    return DecoderLayer(*weights, *pointers[:4], getattr(layer, "sliding_window", None) or 0)
 
 
 class NativeDecoder:
@@ -109,7 +109,9 @@ class NativeDecoder:
         if any(d is None for d in described) or len(set(eps)) != 1:
             return
         attention = layers[0].self_attn
-        heads, kv_heads, head_dim = attention.n_heads, attention.n_kv_heads, attention.head_dim
+        heads, kv_heads, head_dim = (getattr(attention, name, None) for name in ("n_heads", "n_kv_heads", "head_dim"))
+        if not all(isinstance(n, int) and n > 0 for n in (heads, kv_heads, head_dim)) or heads % kv_heads:
+            return
         first = described[0]
         shapes = {(d.q.rows, d.k.rows, d.v.rows, d.o.rows, d.o.cols, d.gate.rows, d.up.rows, d.down.cols)
                   for d in described}
