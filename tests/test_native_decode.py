@@ -147,6 +147,27 @@ def test_native_steps_grow_a_cache_made_without_capacity(native_steps, monkeypat
     torch.testing.assert_close(native, eager, atol=1e-4, rtol=0)
 
 
+def test_a_layer_whose_cache_buffer_is_full_is_grown_before_the_step(native_steps, monkeypatch):
+    """Only the second layer's buffers are full: the step must not write past their end."""
+    model = tiny_model("qwen2")
+    ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(6))
+
+    def steps():
+        cache, outputs = KVCache(), []
+        with torch.no_grad():
+            logits = model(ids, cache=cache).logits[:, -1:]
+            cache.keys[1], cache.values[1] = cache.keys[1][:, :, :9].clone(), cache.values[1][:, :, :9].clone()
+            for _ in range(3):
+                logits = model(logits.argmax(-1), cache=cache).logits
+                outputs.append(logits)
+        return torch.cat(outputs, dim=1), cache
+
+    native, cache = steps()
+    assert native_steps == [2] * 3 and cache.keys[1].shape[2] == 256 and cache.get_seq_length(1) == 12
+    eager_only(monkeypatch)
+    torch.testing.assert_close(native, steps()[0], atol=1e-4, rtol=0)
+
+
 @pytest.mark.slow
 def test_quantized_smollm2_native_steps_generate_the_eager_tokens(smollm2_gguf, native_steps, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(smollm2_gguf, dequantize=False)

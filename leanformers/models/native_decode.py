@@ -139,27 +139,28 @@ class NativeDecoder:
 
     def cache_buffers(self, cache, batch: int) -> int | None:
         """The positions `cache` holds for every layer, when decoder.c can append to its buffers in place
-        (grown first where full); else None. Pointers to the buffers are kept while they stay the same."""
+        (each grown first where full); else None. Pointers to the buffers, and the room they have, are kept
+        while the buffers stay the same tensors."""
         layers = len(self.layers)
         if type(cache) is not KVCache or len(cache) != layers or len(set(cache.lengths)) != 1:
             return None
         past = cache.lengths[0]
-        if past + 1 > cache.keys[0].shape[2]:
-            for layer in range(layers):
+        buffers = cache.keys + cache.values
+        if self.buffers is not None and all(map(operator.is_, buffers, self.buffers)) and past < self.room:
+            return past if self.batch == batch else None
+        for layer in range(layers):
+            if min(cache.keys[layer].shape[2], cache.values[layer].shape[2]) <= past:
                 cache.grow(layer, past + 1)
-        if self.buffers is None or not all(map(operator.is_, cache.keys + cache.values, self.buffers)):
-            self.buffers = None
-            shape, strides = (batch, self.kv_heads), cache.keys[0].stride()[:2]
-            for buffer in cache.keys + cache.values:
-                if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
-                        or buffer.shape[3] != self.head_dim or buffer.stride() != (*strides, self.head_dim, 1)):
-                    return None
-            pointers = ctypes.c_void_p * layers
-            self.buffers = cache.keys + cache.values
-            self.pointers = (pointers(*[k.data_ptr() for k in cache.keys]),
-                             pointers(*[v.data_ptr() for v in cache.values]), *strides)
-        elif cache.keys[0].shape[0] != batch:
-            return None
+        self.buffers, buffers = None, cache.keys + cache.values
+        shape, strides = (batch, self.kv_heads), buffers[0].stride()[:2]
+        for buffer in buffers:
+            if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
+                    or buffer.shape[3] != self.head_dim or buffer.stride() != (*strides, self.head_dim, 1)):
+                return None
+        pointers = ctypes.c_void_p * layers
+        self.pointers = (pointers(*[k.data_ptr() for k in cache.keys]), pointers(*[v.data_ptr() for v in cache.values]),
+                         *strides)
+        self.buffers, self.batch, self.room = buffers, batch, min(buffer.shape[2] for buffer in buffers)
         return past
 
 
