@@ -241,6 +241,11 @@ def test_steps_and_layers_the_native_step_leaves_to_the_forward(native_steps):
         model(rows, cache=cache)
         model(rows[:, :1], cache=cache)  # 17 rows: more than the kernels take
     assert native_steps == [1]
+    with torch.no_grad(), pytest.raises(RuntimeError):  # embeddings of another width: the forward's error
+        cache = KVCache()
+        model(ids, cache=cache)
+        model(inputs_embeds=torch.randn(1, 1, 80), cache=cache)
+    assert native_steps == [1]
     attention = model.model.layers[1].self_attn
     attention.v_proj = Doubled(attention.v_proj)
     assert native_decode.native_decoder(model.model.layers, KVCache()) is None

@@ -183,8 +183,8 @@ def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
             or cache is None or not kernels_available()):
         return None
     decoder = native_decoder(layers, cache)
-    if decoder is None or decoder.dtype != x.dtype:
-        return None
+    if decoder is None or decoder.dtype != x.dtype or x.shape[2] != decoder.decoder.hidden:
+        return None  # inputs_embeds of another width: the layers' forward raises its error
     past = decoder.cache_buffers(cache, batch)
     if past is None or cos.shape != (batch, 1, 1, decoder.head_dim):
         return None
