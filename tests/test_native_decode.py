@@ -9,6 +9,7 @@ from leanformers import (AutoModelForCausalLM, Gemma3TextConfig, Gemma3ForCausal
                          LlamaForCausalLM, MistralConfig, Qwen2Config, Qwen3Config)
 from leanformers import kernels
 from leanformers.models import native_decode
+from leanformers.models.layers import Linear
 from leanformers.models.quantized import quantize
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -254,6 +255,21 @@ def test_steps_and_layers_the_native_step_leaves_to_the_forward(native_steps):
         model(ids, cache=cache)
         model(step, cache=cache)
     assert native_steps == [1]
+
+
+def test_layers_whose_sizes_decoder_c_would_misread_do_not_qualify():
+    """decoder.c trusts the sizes it is given: a projection or norm that does not fit leaves the step to the
+    forward (which raises its own error)."""
+    model = tiny_model("llama-bias")
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is not None
+    model.model.layers[1].mlp.down_proj = Linear(80, 64)  # the layer's activations are 96 wide
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is None
+    model = tiny_model("qwen3")
+    model.model.layers[0].self_attn.k_norm.weight = torch.nn.Parameter(torch.ones(8))  # head_dim is 24
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is None
+    model = tiny_model("qwen2")
+    model.model.layers[0].self_attn.q_proj.bias = torch.nn.Parameter(torch.zeros(8))
+    assert native_decode.native_decoder(model.model.layers, KVCache()) is None
 
 
 def test_gemma3_layers_do_not_qualify():

@@ -29,7 +29,7 @@ from ..generation.cache import KVCache
 from ..kernels import (BF16_ROWS, FP32_ROWS, KERNEL_TYPES, MAX_MATVEC_ROWS, Decoder, DecoderLayer, DecoderWeight,
                        decode_step, kernels_available)
 from .layers import FAST_CPU_DECODE, Linear, RMSNorm
-from .quantized import QuantizedLinear
+from .quantized import QuantizedLinear, blocks_shape
 
 LAYER_PARTS = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
 ATTENTION_PARTS = {"q_proj", "k_proj", "v_proj", "o_proj"}
@@ -42,28 +42,36 @@ def usable(t, dtype) -> bool:
 
 
 def weight_description(module, dtype) -> DecoderWeight | None:
-    """decoder.c's view of a projection of a model in `dtype`, or None where it cannot read it."""
+    """decoder.c's view of a projection of a model in `dtype`, or None where it cannot read it (decoder.c
+    trusts every size it is given, so each tensor's is checked here)."""
     bias = module._parameters.get("bias")
-    if type(module) in (Linear, nn.Linear) and usable(module._parameters["weight"], dtype) and (
-            bias is None or usable(bias, dtype)):
-        weight = module._parameters["weight"]
-        return DecoderWeight(DENSE_KINDS[dtype], weight.data_ptr(), None if bias is None else bias.data_ptr(),
-                             weight.shape[0], weight.shape[1])
-    if (type(module) is QuantizedLinear and dtype == torch.float32 and module.type_name in KERNEL_TYPES
-            and module.qweight.is_cpu and (bias is None or usable(bias, dtype))):
-        return DecoderWeight(KERNEL_TYPES[module.type_name][0], module.qweight.data_ptr(),
-                             None if bias is None else bias.data_ptr(), module.out_features, module.in_features)
-    return None
+    if type(module) in (Linear, nn.Linear):
+        data = module._parameters["weight"]
+        if not usable(data, dtype) or data.dim() != 2:
+            return None
+        kind, (rows, cols) = DENSE_KINDS[dtype], data.shape
+    elif type(module) is QuantizedLinear and dtype == torch.float32 and module.type_name in KERNEL_TYPES:
+        data, rows, cols = module.qweight, module.out_features, module.in_features
+        kind = KERNEL_TYPES[module.type_name][0]
+        if (data.shape != blocks_shape(module.type_name, rows, cols) or data.dtype != torch.uint8 or not data.is_cpu
+                or not data.is_contiguous()):
+            return None
+    else:
+        return None
+    if bias is not None and (not usable(bias, dtype) or bias.shape != (rows,)):
+        return None
+    return DecoderWeight(kind, data.data_ptr(), None if bias is None else bias.data_ptr(), rows, cols)
 
 
-def norm_weight(module, dtype) -> torch.Tensor | None:
-    """An RMSNorm's weight as decoder.c reads it: fp32 (a bf16 one widened: exact), or None."""
+def norm_weight(module, dtype, size: int) -> torch.Tensor | None:
+    """An RMSNorm's weight of `size` values as decoder.c reads it: fp32 (a bf16 one widened: exact), or None."""
     if type(module) is not RMSNorm or not usable(module._parameters["weight"], dtype):
         return None
-    return module._parameters["weight"].float()
+    weight = module._parameters["weight"]
+    return weight.float() if weight.shape == (size,) else None
 
 
-def layer_description(layer, dtype, eps: list, kept: list) -> DecoderLayer | None:
+def layer_description(layer, dtype, hidden: int, head_dim: int, eps: list, kept: list) -> DecoderLayer | None:
     """decoder.c's view of one decoder layer of a model in `dtype` (the norms' epsilons appended to eps, the
     widened norm weights it points to to kept), or None."""
     attention, mlp = layer._modules.get("self_attn"), layer._modules.get("mlp")
@@ -75,13 +83,13 @@ def layer_description(layer, dtype, eps: list, kept: list) -> DecoderLayer | Non
     weights = [weight_description(module, dtype) for module in (
         attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj, mlp.gate_proj, mlp.up_proj,
         mlp.down_proj)]
-    norms = [layer.input_layernorm, layer.post_attention_layernorm]
+    norms = [(layer.input_layernorm, hidden), (layer.post_attention_layernorm, hidden)]
     if norm_parts:
-        norms += [attention.q_norm, attention.k_norm]
-    norm_weights = [norm_weight(norm, dtype) for norm in norms]
+        norms += [(attention.q_norm, head_dim), (attention.k_norm, head_dim)]
+    norm_weights = [norm_weight(norm, dtype, size) for norm, size in norms]
     if any(w is None for w in weights) or any(w is None for w in norm_weights):
         return None
-    eps.extend(norm.variance_epsilon for norm in norms)
+    eps.extend(norm.variance_epsilon for norm, _ in norms)
     kept.extend(norm_weights)
     pointers = [w.data_ptr() for w in norm_weights] + [None, None]  # no q_norm and k_norm: NULL
     return DecoderLayer(*weights, *pointers[:4], getattr(layer, "sliding_window", None) or 0)
@@ -104,23 +112,25 @@ class NativeDecoder:
         self.dtype = getattr(getattr(first_norm, "weight", None), "dtype", None)
         if self.dtype not in DENSE_KINDS:
             return
+        attention = getattr(layers[0], "self_attn", None)
+        heads, kv_heads, head_dim = (getattr(attention, name, None) for name in ("n_heads", "n_kv_heads", "head_dim"))
+        hidden = getattr(getattr(attention, "q_proj", None), "in_features", None)
+        if (not all(isinstance(n, int) and n > 0 for n in (heads, kv_heads, head_dim, hidden)) or heads % kv_heads
+                or head_dim > 512 or head_dim % 2):
+            return
         eps, self.norm_weights = [], []
-        described = [layer_description(layer, self.dtype, eps, self.norm_weights) for layer in layers]
+        described = [layer_description(layer, self.dtype, hidden, head_dim, eps, self.norm_weights) for layer in layers]
         if any(d is None for d in described) or len(set(eps)) != 1:
             return
-        attention = layers[0].self_attn
-        heads, kv_heads, head_dim = (getattr(attention, name, None) for name in ("n_heads", "n_kv_heads", "head_dim"))
-        if not all(isinstance(n, int) and n > 0 for n in (heads, kv_heads, head_dim)) or heads % kv_heads:
-            return
-        first = described[0]
-        shapes = {(d.q.rows, d.k.rows, d.v.rows, d.o.rows, d.o.cols, d.gate.rows, d.up.rows, d.down.cols)
-                  for d in described}
-        if shapes != {(heads * head_dim, kv_heads * head_dim, kv_heads * head_dim, first.q.cols, heads * head_dim,
-                       first.gate.rows, first.gate.rows, first.gate.rows)} or head_dim > 512 or head_dim % 2:
-            return
+        inner = described[0].gate.rows
+        shape = ((heads * head_dim, hidden), (kv_heads * head_dim, hidden), (kv_heads * head_dim, hidden),
+                 (hidden, heads * head_dim), (inner, hidden), (inner, hidden), (hidden, inner))
+        if any(tuple((w.rows, w.cols) for w in (d.q, d.k, d.v, d.o, d.gate, d.up, d.down)) != shape
+               for d in described):
+            return  # decoder.c reads every layer with these sizes
         self.layers = (DecoderLayer * len(described))(*described)
-        self.decoder = Decoder(len(described), first.q.cols, heads, kv_heads, head_dim, first.gate.rows,
-                               self.dtype == torch.bfloat16, eps[0], head_dim**-0.5, self.layers)
+        self.decoder = Decoder(len(described), hidden, heads, kv_heads, head_dim, inner, self.dtype == torch.bfloat16,
+                               eps[0], head_dim**-0.5, self.layers)
         self.kv_heads, self.head_dim = kv_heads, head_dim
 
     def current(self, cache) -> bool:
