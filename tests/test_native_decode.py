@@ -126,26 +126,27 @@ def test_native_steps_match_transformers_generate(llama_checkpoint, native_steps
     torch.testing.assert_close(logits, torch.stack(expected.logits, dim=1), atol=1e-4, rtol=0)
 
 
+def greedy_steps(model, ids, count: int, after_prefill=lambda cache: None):
+    """Prefill ids into a fresh KVCache (then after_prefill(cache)), and `count` greedy decode steps fed one
+    token at a time: their logits (B, count, V) and the cache."""
+    cache, outputs = KVCache(), []
+    with torch.no_grad():
+        logits = model(ids, cache=cache).logits[:, -1:]
+        after_prefill(cache)
+        for _ in range(count):
+            logits = model(logits.argmax(-1), cache=cache).logits
+            outputs.append(logits)
+    return torch.cat(outputs, dim=1), cache
+
+
 def test_native_steps_grow_a_cache_made_without_capacity(native_steps, monkeypatch):
     """A cache that grows in chunks of 256 positions: the steps that cross a chunk's end grow it first."""
     model = tiny_model("llama-bias")
     ids = torch.randint(3, 128, (1, 254), generator=torch.Generator().manual_seed(1))
-
-    def steps():
-        cache, outputs = KVCache(), []
-        with torch.no_grad():
-            logits = model(ids, cache=cache).logits[:, -1:]
-            for _ in range(4):  # positions 254..257
-                next_id = logits.argmax(-1)
-                logits = model(next_id, cache=cache).logits
-                outputs.append(logits)
-        return torch.cat(outputs, dim=1), cache
-
-    native, cache = steps()
+    native, cache = greedy_steps(model, ids, 4)  # positions 254..257
     assert native_steps == [1] * 4 and cache.get_seq_length() == 258 and cache.keys[0].shape[2] == 512
     eager_only(monkeypatch)
-    eager, _ = steps()
-    torch.testing.assert_close(native, eager, atol=1e-4, rtol=0)
+    torch.testing.assert_close(native, greedy_steps(model, ids, 4)[0], atol=1e-4, rtol=0)
 
 
 def test_a_layer_whose_cache_buffer_is_full_is_grown_before_the_step(native_steps, monkeypatch):
@@ -153,20 +154,13 @@ def test_a_layer_whose_cache_buffer_is_full_is_grown_before_the_step(native_step
     model = tiny_model("qwen2")
     ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(6))
 
-    def steps():
-        cache, outputs = KVCache(), []
-        with torch.no_grad():
-            logits = model(ids, cache=cache).logits[:, -1:]
-            cache.keys[1], cache.values[1] = cache.keys[1][:, :, :9].clone(), cache.values[1][:, :, :9].clone()
-            for _ in range(3):
-                logits = model(logits.argmax(-1), cache=cache).logits
-                outputs.append(logits)
-        return torch.cat(outputs, dim=1), cache
+    def fill_second_layer(cache):
+        cache.keys[1], cache.values[1] = cache.keys[1][:, :, :9].clone(), cache.values[1][:, :, :9].clone()
 
-    native, cache = steps()
+    native, cache = greedy_steps(model, ids, 3, fill_second_layer)
     assert native_steps == [2] * 3 and cache.keys[1].shape[2] == 256 and cache.get_seq_length(1) == 12
     eager_only(monkeypatch)
-    torch.testing.assert_close(native, steps()[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(native, greedy_steps(model, ids, 3, fill_second_layer)[0], atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow

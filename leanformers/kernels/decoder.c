@@ -66,27 +66,6 @@ static inline float round_bf16(float f) {
     return f;
 }
 
-/* e^x within ~2 ulp for |x| <= 87 (beyond, clamped), in operations the compiler turns into vector ones: the
- * C library's expf is a call per value, which took ~0.25 ms a layer for SmolLM2's SiLU at batch 8. x = n ln 2 + r
- * with |r| <= ln 2 / 2; e^r by its Taylor polynomial to r^7 / 7!; 2^n put into the exponent bits. */
-static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
-    float n = floorf(x * 1.44269504f + 0.5f);
-    float r = (x - n * 0.693145752f) - n * 1.42860677e-6f; /* ln 2 in two parts: n * the first is exact */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
-
 /* The product inputs a step prepares once per x: each 32 values' sum (the quantized kernels add a group's
  * offset with it) and, for bf16 weights where the kernel multiplies bf16 pairs, x as bf16. */
 typedef struct {
@@ -170,14 +149,14 @@ static void gated_products(const lf_weight *gate, const lf_weight *up, const flo
         for (int64_t b = 0; b < batch; b++)
             for (int64_t r = start; r < start + n; r++) {
                 float g = gate_up[b * 2 * n_all + r], u = gate_up[b * 2 * n_all + n_all + r];
-                float silu = g / (1.0f + exp_approx(-g));
+                float silu = g / (1.0f + expf(-g));
                 act[b * n_all + r] = bf16 ? round_bf16(round_bf16(silu) * u) : silu * u;
             }
     }
 }
 
 /* a . b in 16 running sums, which the compiler keeps in vector registers: one sum alone is a chain of
- * dependent additions it may not reorder (SmolLM2 at batch 8: the scores took ~9 of a 16 ms step). */
+ * dependent additions it may not reorder (SmolLM2 bf16 at batch 8: the layers' step 16.4 -> 15.0 ms). */
 static float dot(const float *a, const float *b, int64_t n) {
     float part[16] = {0}, sum = 0.0f;
     int64_t j = 0;
@@ -222,7 +201,7 @@ static void attend(const float *q, const float *keys, const float *values, int64
     if (peak == -INFINITY) return; /* nothing visible: zeros, as torch's attention gives */
     float total = 0.0f;
     for (int64_t t = 0; t <= past; t++) {
-        float p = scores[t] == -INFINITY ? 0.0f : exp_approx(scores[t] - peak);
+        float p = scores[t] == -INFINITY ? 0.0f : expf(scores[t] - peak);
         scores[t] = p;
         total += p;
     }

@@ -131,7 +131,6 @@ class NativeDecoder:
         self.layers = (DecoderLayer * len(described))(*described)
         self.decoder = Decoder(len(described), hidden, heads, kv_heads, head_dim, inner, self.dtype == torch.bfloat16,
                                eps[0], head_dim**-0.5, self.layers)
-        self.kv_heads, self.head_dim = kv_heads, head_dim
 
     def current(self, cache) -> bool:
         """Whether every parameter and buffer is still the tensor it was, unchanged in place (every step), and
@@ -152,7 +151,7 @@ class NativeDecoder:
         (each grown first where full); else None. Pointers to the buffers, and the room they have, are kept
         while the buffers stay the same tensors."""
         layers = len(self.layers)
-        if type(cache) is not KVCache or len(cache) != layers or len(set(cache.lengths)) != 1:
+        if len(cache) != layers or len(set(cache.lengths)) != 1:
             return None
         past = cache.lengths[0]
         buffers = cache.keys + cache.values
@@ -162,10 +161,11 @@ class NativeDecoder:
             if min(cache.keys[layer].shape[2], cache.values[layer].shape[2]) <= past:
                 cache.grow(layer, past + 1)
         self.buffers, buffers = None, cache.keys + cache.values
-        shape, strides = (batch, self.kv_heads), buffers[0].stride()[:2]
+        head_dim = self.decoder.head_dim
+        shape, strides = (batch, self.decoder.kv_heads), buffers[0].stride()[:2]
         for buffer in buffers:
             if (buffer.dtype != torch.float32 or not buffer.is_cpu or buffer.shape[:2] != shape
-                    or buffer.shape[3] != self.head_dim or buffer.stride() != (*strides, self.head_dim, 1)):
+                    or buffer.shape[3] != head_dim or buffer.stride() != (*strides, head_dim, 1)):
                 return None
         pointers = ctypes.c_void_p * layers
         self.pointers = (pointers(*[k.data_ptr() for k in cache.keys]), pointers(*[v.data_ptr() for v in cache.values]),
@@ -190,13 +190,13 @@ def native_decode_step(layers, x, cache, cos, signed_sin, attention_mask):
     batch = x.shape[0]
     if (not FAST_CPU_DECODE or x.dim() != 3 or x.shape[1] != 1 or not 1 <= batch <= MAX_MATVEC_ROWS
             or x.dtype not in DENSE_KINDS or not x.is_cpu or torch.is_grad_enabled() or layers.training
-            or cache is None or not kernels_available()):
+            or type(cache) is not KVCache or not kernels_available()):
         return None
     decoder = native_decoder(layers, cache)
     if decoder is None or decoder.dtype != x.dtype or x.shape[2] != decoder.decoder.hidden:
         return None  # inputs_embeds of another width: the layers' forward raises its error
     past = decoder.cache_buffers(cache, batch)
-    if past is None or cos.shape != (batch, 1, 1, decoder.head_dim):
+    if past is None or cos.shape != (batch, 1, 1, decoder.decoder.head_dim):
         return None
     if attention_mask is not None and attention_mask.shape != (batch, past + 1):
         return None
