@@ -133,6 +133,13 @@ def native_calls_recorded():
             setattr(module, name, native)
 
 
+def read_bandwidth(repeats) -> float:
+    """GB/s a torch sum reads over 512 MB: this machine's memory bandwidth as a plain reduction sees it."""
+    memory = torch.ones(2**27)
+    memory.sum()
+    return memory.nbytes / best_time(repeats, memory.sum) / 1e9
+
+
 def kernel_times_us(model, inputs, new_tokens) -> dict:
     """Self time (us) of each matmul op and native call over a generate() call, by name."""
     from torch.profiler import ProfilerActivity, profile
@@ -168,11 +175,9 @@ def measure_profile(args, dtype):
     step_ms = per_call["leanformers"].get("leanformers::decode_step")
     if step_ms:
         layer_bytes = sum(t.nbytes for t in (*layers.parameters(), *layers.buffers()))
-        memory = torch.ones(2**27)  # 512 MB
-        memory.sum()
-        bandwidth = memory.nbytes / best_time(args.repeats, memory.sum) / 1e9
         print(f"native decode step: {layer_bytes / 1e6:.1f} MB of layer weights in {step_ms:.2f} ms, "
-              f"{layer_bytes / step_ms / 1e6:.1f} GB/s; read bandwidth (torch sum over 512 MB) {bandwidth:.1f} GB/s")
+              f"{layer_bytes / step_ms / 1e6:.1f} GB/s; read bandwidth (torch sum over 512 MB) "
+              f"{read_bandwidth(args.repeats):.1f} GB/s")
 
 
 KERNEL_SHAPES = {"576 -> 1,536": (1536, 576), "576 -> 49,152": (49152, 576)}  # (out, in) features
@@ -185,10 +190,7 @@ def measure_kernels(args):
     if not kernels_available():
         print("no native kernels here (LEANFORMERS_KERNELS=0, or no C compiler)")
         return
-    memory = torch.ones(2**27)  # 512 MB
-    memory.sum()
-    bandwidth = memory.nbytes / best_time(args.repeats, memory.sum) / 1e9
-    print(f"{'read bandwidth, torch sum (GB/s)':<34} {bandwidth:>10.1f}")
+    print(f"{'read bandwidth, torch sum (GB/s)':<34} {read_bandwidth(args.repeats):>10.1f}")
     print(f"{'batch-1 matvec (GB/s of weights)':<34} {'native':>10} {'F.linear':>13}")
     for dtype in (torch.float32, torch.bfloat16):
         for name, shape in KERNEL_SHAPES.items():
